@@ -1,0 +1,1 @@
+"""The `metaagent` command: run the mesh, one component, certificates, tokens and status."""

@@ -1,0 +1,88 @@
+"""`metaagent` console entry point."""
+
+import argparse
+import json
+import sys
+
+import uvloop
+
+from cli.components import COMPONENTS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metaagent", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("dev", help="run the whole mesh, each component as a supervised process")
+
+    serve = commands.add_parser("serve", help="run one component in this process")
+    serve.add_argument("component", choices=COMPONENTS)
+
+    certs = commands.add_parser("certs", help="make the development CA and mesh certificates")
+    certs.add_argument("--force", action="store_true", help="re-issue everything, CA included")
+
+    token = commands.add_parser("token", help="print a JWT the local gateway accepts")
+    token.add_argument("--tenant", required=True)
+    token.add_argument(
+        "--role", default="user", choices=["user", "agent", "tenant-admin", "platform-admin"]
+    )
+    token.add_argument("--sub", default="dev-user", help="the subject (user id)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+
+    status = commands.add_parser("status", help="each component's address and health")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    args = parser.parse_args(argv)
+    if args.command == "dev":
+        from cli.supervisor import Supervisor
+
+        return uvloop.run(Supervisor.from_environment().run())
+    if args.command == "serve":
+        from cli.components import serve as serve_component
+
+        try:
+            uvloop.run(serve_component(args.component))
+        except OSError as error:
+            print(f"metaagent serve {args.component}: {error}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "certs":
+        return _certs(force=args.force)
+    if args.command == "token":
+        return _token(args.tenant, args.role, args.sub, args.ttl)
+    return _status(as_json=args.json)
+
+
+def _certs(*, force: bool) -> int:
+    from services.mesh.certs import ensure_dev_pki
+    from services.mesh.settings import MeshSettings
+
+    settings = MeshSettings()
+    written = ensure_dev_pki(settings.certs_dir, force=force)
+    print(f"certificates in {settings.certs_dir}: " + (", ".join(written) or "all current"))
+    return 0
+
+
+def _token(tenant: str, role: str, subject: str, ttl: int) -> int:
+    from gateway.auth import issue_token
+    from gateway.settings import GatewaySettings
+
+    print(issue_token(GatewaySettings(), tenant_id=tenant, role=role, subject=subject, ttl=ttl))
+    return 0
+
+
+def _status(*, as_json: bool) -> int:
+    from cli.status import collect
+    from services.mesh.settings import MeshSettings
+
+    report = uvloop.run(collect(MeshSettings()))
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for row in report["components"]:
+            print(f"{row['name']:<13} {row['address']:<28} {row['status']}")
+    return 0 if report["healthy"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

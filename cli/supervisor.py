@@ -1,0 +1,167 @@
+"""`metaagent dev`: every component as its own supervised process.
+
+Each child's output is prefixed with its name on this terminal and kept in
+`<state dir>/logs/<component>.log`. A child that dies is reported and restarted with backoff;
+one that keeps dying stops the run with a clear message. Ctrl-C or SIGTERM stops everything:
+SIGTERM to each child, a grace period, then SIGKILL for any that remain.
+"""
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from cli.components import COMPONENTS
+from cli.status import collect
+from gateway.auth import ensure_dev_jwt_secret
+from gateway.settings import GatewaySettings
+from services.mesh.certs import ensure_dev_pki
+
+MAX_RESTARTS = 3
+RESTART_WINDOW_SECONDS = 60.0
+READY_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process | None = None
+    restarts: list[float] = field(default_factory=list)
+    pump: asyncio.Task[None] | None = None
+
+
+class Supervisor:
+    """Starts, watches and stops the mesh's processes."""
+
+    def __init__(self, settings: GatewaySettings, out: TextIO = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.children = {name: Child(name) for name in COMPONENTS}
+        self.log_dir = settings.state_dir / "logs"
+        self._stopping = asyncio.Event()
+
+    @classmethod
+    def from_environment(cls) -> "Supervisor":
+        return cls(GatewaySettings())
+
+    def say(self, message: str) -> None:
+        print(f"{'metaagent':>12} | {message}", file=self.out, flush=True)
+
+    async def run(self) -> int:
+        written = ensure_dev_pki(self.settings.certs_dir)
+        if written:
+            self.say(f"made development certificates in {self.settings.certs_dir}")
+        if not self.settings.production:
+            ensure_dev_jwt_secret(self.settings)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopping.set)
+        for child in self.children.values():
+            await self._start(child)
+        watchers = [asyncio.create_task(self._watch(c)) for c in self.children.values()]
+        ready = asyncio.create_task(self._announce_when_ready())
+        stop = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait([stop, *watchers], return_when=asyncio.FIRST_COMPLETED)
+        failure = next((t.result() for t in done if t is not stop and t.result()), None)
+        ready.cancel()
+        for task in watchers:
+            task.cancel()
+        await self._stop_all()
+        if failure:
+            self.say(f"stopped: {failure}")
+            return 1
+        self.say("stopped")
+        return 0
+
+    async def _start(self, child: Child) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        child.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            child.name,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        child.pump = asyncio.create_task(self._pump(child, child.process))
+
+    async def _pump(self, child: Child, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        path = self.log_dir / f"{child.name}.log"
+        with Path(path).open("ab", buffering=0) as log_file:  # noqa: ASYNC230 - unbuffered appends
+            async for line in process.stdout:
+                log_file.write(line)
+                text = line.decode("utf-8", "replace").rstrip()
+                print(f"{child.name:>12} | {text}", file=self.out, flush=True)
+
+    async def _watch(self, child: Child) -> str | None:
+        """Restart `child` when it dies; return a reason to stop the run when it keeps dying."""
+        while True:
+            assert child.process is not None
+            code = await child.process.wait()
+            if child.pump is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await child.pump
+            if self._stopping.is_set():
+                return None
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW_SECONDS]
+            if len(child.restarts) >= MAX_RESTARTS:
+                return (
+                    f"{child.name} exited with code {code} {MAX_RESTARTS + 1} times within "
+                    f"{RESTART_WINDOW_SECONDS:.0f}s; see {self.log_dir / (child.name + '.log')}"
+                )
+            child.restarts.append(now)
+            delay = 0.5 * 2 ** (len(child.restarts) - 1)
+            self.say(f"{child.name} exited with code {code}; restarting in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            await self._start(child)
+
+    async def _announce_when_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            report = await collect(self.settings)
+            if report["healthy"]:
+                url = self.settings.gateway_url
+                self.say(f"all components SERVING; gateway at {url}")
+                self.say("get a token:  .venv/bin/metaagent token --tenant demo")
+                self.say(f"then POST {url}/v2/agents/meta-agent/process (see README)")
+                return
+            await asyncio.sleep(0.5)
+        self.say(
+            f"not every component is SERVING after {READY_TIMEOUT_SECONDS:.0f}s: "
+            "run `metaagent status`"
+        )
+
+    async def _stop_all(self) -> None:
+        running = [
+            c.process
+            for c in self.children.values()
+            if c.process is not None and c.process.returncode is None
+        ]
+        for process in running:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        grace = self.settings.grpc_shutdown_grace_seconds + 2.0
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in running)), grace)
+        except TimeoutError:
+            for process in running:
+                if process.returncode is None:
+                    self.say(f"pid {process.pid} did not stop within {grace:.0f}s; killing it")
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+            await asyncio.gather(*(p.wait() for p in running))
+        for child in self.children.values():
+            if child.pump is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await child.pump

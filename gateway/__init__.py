@@ -1,0 +1,1 @@
+"""The REST front door: FastAPI over the mesh's gRPC services."""

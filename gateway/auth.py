@@ -1,0 +1,99 @@
+"""JWT authentication (HS256 with `JWT_SECRET`) and the tenant guard.
+
+Outside production, when `JWT_SECRET` is not set, a random secret is kept in the state
+directory so that `metaagent token` and the local gateway agree with no configuration.
+"""
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Final
+
+import jwt
+
+from gateway.settings import GatewaySettings
+
+ALGORITHMS: Final = ["HS256"]
+ROLES: Final = frozenset({"user", "agent", "tenant-admin", "platform-admin"})
+DEV_SECRET_FILE: Final = "jwt_secret"  # noqa: S105 - a file name, not a secret
+
+
+class AuthError(Exception):
+    """A request whose credentials do not hold (401) or do not allow it (403)."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+@dataclass(frozen=True)
+class Principal:
+    subject: str
+    tenant_id: str
+    role: str
+
+    def require_tenant(self, tenant_id: str) -> None:
+        """The tenant guard: a token acts only for its own tenant (platform-admin excepted)."""
+        if self.role != "platform-admin" and self.tenant_id != tenant_id:
+            raise AuthError(403, "Tenant mismatch", "the token does not belong to this tenant")
+
+
+def ensure_dev_jwt_secret(settings: GatewaySettings) -> bytes:
+    """The development signing secret: `JWT_SECRET`, else one kept in the state directory."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value().encode()
+    if settings.production:
+        raise RuntimeError("JWT_SECRET is required in production")
+    path = settings.state_dir / DEV_SECRET_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+def issue_token(
+    settings: GatewaySettings, *, tenant_id: str, role: str, subject: str, ttl: int
+) -> str:
+    """A signed token for the local gateway (development and tests)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role '{role}'")
+    now = int(time.time())
+    claims: dict[str, object] = {
+        "sub": subject,
+        "tenantId": tenant_id,
+        "role": role,
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+    }
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, ensure_dev_jwt_secret(settings), algorithm=ALGORITHMS[0])
+
+
+def authenticate(authorization: str | None, settings: GatewaySettings, key: bytes) -> Principal:
+    """The principal of a `Bearer` token; AuthError(401) for anything that does not verify."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise AuthError(401, "Unauthorized", "a Bearer token is required")
+    token = authorization[7:].strip()
+    try:
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=ALGORITHMS,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway_seconds,
+            options={"require": ["exp", "iat", "sub"], "verify_aud": bool(settings.jwt_audience)},
+        )
+    except jwt.PyJWTError as error:
+        raise AuthError(401, "Unauthorized", f"invalid token: {error}") from error
+    tenant_id, role = claims.get("tenantId"), claims.get("role", "user")
+    if not isinstance(tenant_id, str) or not tenant_id or role not in ROLES:
+        raise AuthError(401, "Unauthorized", "the token lacks a tenantId or has an unknown role")
+    return Principal(subject=str(claims["sub"]), tenant_id=tenant_id, role=role)

@@ -1,0 +1,34 @@
+"""Gateway settings: the seed's `JWT_SECRET` / `HMAC_SECRET` plus HTTP limits."""
+
+from pydantic import Field, SecretStr, model_validator
+
+from services.mesh.settings import MeshSettings, is_weak_secret
+
+
+class GatewaySettings(MeshSettings):
+    jwt_secret: SecretStr | None = Field(None, validation_alias="JWT_SECRET")
+    hmac_secret: SecretStr | None = Field(None, validation_alias="HMAC_SECRET")
+    jwt_audience: str | None = Field(None, validation_alias="JWT_AUDIENCE")
+    jwt_issuer: str | None = Field(None, validation_alias="JWT_ISSUER")
+    jwt_leeway_seconds: int = Field(30, validation_alias="JWT_LEEWAY_SECONDS")
+    max_body_bytes: int = Field(64 * 1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
+    max_text_chars: int = Field(4000, validation_alias="GATEWAY_MAX_TEXT_CHARS")
+    process_timeout_seconds: float = Field(15.0, validation_alias="GATEWAY_PROCESS_TIMEOUT_SECONDS")
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> "GatewaySettings":
+        if self.production:
+            weak = [
+                name
+                for name, value in (
+                    ("JWT_SECRET", self.jwt_secret),
+                    ("HMAC_SECRET", self.hmac_secret),
+                )
+                if is_weak_secret(value)
+            ]
+            if weak:
+                raise ValueError(
+                    f"production refuses a missing or default secret: set {', '.join(weak)} "
+                    "(at least 32 characters, not a placeholder)"
+                )
+        return self

@@ -1,0 +1,1 @@
+"""Context service: sessions, turns, tenants (and, later, consents, audit and the outbox)."""

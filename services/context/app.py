@@ -1,0 +1,48 @@
+"""The context service process: store, cache, demo tenant, gRPC server."""
+
+from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
+
+from services.context.cache import open_cache
+from services.context.demo import DEMO_TENANT_ID, demo_tenant
+from services.context.servicer import ContextServicer
+from services.context.sessions import ContextBook
+from services.context.settings import ContextSettings
+from services.context.sqlite import SqliteStore
+from services.mesh import identity, logs
+from services.mesh.server import MeshServer, ServiceBinding
+
+
+def build_server(settings: ContextSettings) -> MeshServer:
+    store = SqliteStore.from_url(settings.resolved_store_url())
+    cache = open_cache(settings.cache_url)
+    book = ContextBook(
+        store,
+        cache,
+        ttl_seconds=settings.session_cache_ttl_seconds,
+        recent_turns=settings.recent_turns,
+    )
+
+    async def open_store() -> None:
+        await store.open()
+        if await store.get_tenant(DEMO_TENANT_ID) is None:
+            await store.put_tenant(demo_tenant())
+
+    return MeshServer(
+        identity.CONTEXT,
+        settings,
+        [
+            ServiceBinding(
+                context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
+                context_service_pb2_grpc.add_ContextServiceServicer_to_server,
+                ContextServicer(book),  # type: ignore[abstract]
+            )
+        ],
+        readiness=[open_store],
+        cleanup=[store.close, cache.close],
+    )
+
+
+async def serve() -> None:
+    settings = ContextSettings()
+    logs.configure(identity.CONTEXT, settings.log_level)
+    await build_server(settings).run()

@@ -1,0 +1,91 @@
+"""Session context logic: cache first, the store on a miss, refill with a TTL."""
+
+import logging
+from collections.abc import Sequence
+
+from metaagent.common.v1 import conversation_pb2, tenant_pb2
+
+from services.context.cache import SessionCache
+from services.context.store import SessionStore
+from services.mesh.errors import FieldViolation, invalid_argument, not_found
+
+log = logging.getLogger("metaagent.context")
+
+
+def _cache_key(tenant_id: str, session_id: str) -> str:
+    return f"session:{tenant_id}:{session_id}"
+
+
+class ContextBook:
+    """Reads and writes conversation state for one tenant at a time."""
+
+    def __init__(
+        self, store: SessionStore, cache: SessionCache, *, ttl_seconds: int, recent_turns: int
+    ) -> None:
+        self._store = store
+        self._cache = cache
+        self._ttl = ttl_seconds
+        self._recent_turns = recent_turns
+
+    async def get_or_create(
+        self, tenant_id: str, session_id: str, user_id: str, channel: int
+    ) -> tuple[conversation_pb2.SessionContext, bool, bool]:
+        """(context, created, cache_hit) for the session, creating it on first sight."""
+        key = _cache_key(tenant_id, session_id)
+        cached = await self._cache.get(key)
+        if cached is not None:
+            return conversation_pb2.SessionContext.FromString(cached), False, True
+        created = False
+        context = await self._store.load_session(tenant_id, session_id, self._recent_turns)
+        if context is None:
+            context = await self._store.create_session(tenant_id, session_id, user_id, channel)
+            created = True
+        await self._cache.set(key, context.SerializeToString(), self._ttl)
+        return context, created, False
+
+    async def commit_turn(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turns: Sequence[conversation_pb2.ConversationTurn],
+        short_context: conversation_pb2.ShortContext | None,
+    ) -> list[conversation_pb2.ConversationTurn]:
+        if not turns:
+            raise invalid_argument(FieldViolation("turns", "at least one turn is required"))
+        if await self._store.load_session(tenant_id, session_id, 0) is None:
+            raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+        stored = await self._store.commit_turns(tenant_id, session_id, turns, short_context)
+        await self._cache.delete(_cache_key(tenant_id, session_id))
+        return stored
+
+    async def session(
+        self, tenant_id: str, session_id: str, transcript_limit: int
+    ) -> tuple[conversation_pb2.SessionContext, list[conversation_pb2.ConversationTurn]]:
+        context = await self._store.load_session(tenant_id, session_id, self._recent_turns)
+        if context is None:
+            raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+        transcript = await self._store.transcript(tenant_id, session_id, transcript_limit)
+        return context, transcript
+
+    async def tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig:
+        config = await self._store.get_tenant(tenant_id)
+        if config is None:
+            raise not_found(f"tenant '{tenant_id}' is not configured", "TENANT_NOT_FOUND")
+        return config
+
+    async def put_tenant(self, tenant_id: str, config: tenant_pb2.TenantConfig) -> bool:
+        if config.tenant_id and config.tenant_id != tenant_id:
+            raise invalid_argument(
+                FieldViolation("tenant.tenant_id", "must match x-tenant-id or be empty")
+            )
+        stored = tenant_pb2.TenantConfig()
+        stored.CopyFrom(config)
+        stored.tenant_id = tenant_id
+        violations = []
+        if not stored.name.strip():
+            violations.append(FieldViolation("tenant.name", "is required"))
+        if not 0.0 <= stored.escalation_threshold <= 1.0:
+            violations.append(FieldViolation("tenant.escalation_threshold", "must be in [0, 1]"))
+        if violations:
+            raise invalid_argument(*violations)
+        return await self._store.put_tenant(stored)

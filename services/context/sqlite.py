@@ -1,0 +1,276 @@
+"""The embedded store: one SQLite file, versioned migrations, one connection."""
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiosqlite
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+from metaagent.common.v1 import conversation_pb2, tenant_pb2
+
+from services.context.store import StoreUnavailable
+
+MIGRATIONS = (
+    """
+    CREATE TABLE tenants (
+        tenant_id TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE session_contexts (
+        tenant_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        user_id TEXT NOT NULL DEFAULT '',
+        channel INTEGER NOT NULL DEFAULT 0,
+        short_context TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        expires_at TEXT,
+        PRIMARY KEY (tenant_id, session_id)
+    );
+    CREATE TABLE conversation_turns (
+        turn_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        role INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        actions TEXT NOT NULL DEFAULT '[]',
+        metadata TEXT NOT NULL DEFAULT '{}',
+        correlation_id TEXT NOT NULL DEFAULT '',
+        timestamp TEXT NOT NULL,
+        UNIQUE (tenant_id, session_id, seq)
+    );
+    CREATE TABLE outbox (
+        message_id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        turn_id TEXT NOT NULL,
+        action_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX outbox_pending ON outbox (status, created_at);
+    """,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(value: str | None) -> Timestamp | None:
+    if not value:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(datetime.fromisoformat(value))
+    return stamp
+
+
+class SqliteStore:
+    """SessionStore on a SQLite file (WAL); the embedded default."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> "SqliteStore":
+        return cls(Path(url.removeprefix("sqlite:///")))
+
+    async def open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreUnavailable("the store is not open")
+        return self._db
+
+    async def load_session(
+        self, tenant_id: str, session_id: str, recent_turns: int
+    ) -> conversation_pb2.SessionContext | None:
+        async with self.db.execute(
+            "SELECT user_id, channel, short_context, created_at, updated_at, expires_at "
+            "FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+            (tenant_id, session_id),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        context = conversation_pb2.SessionContext(
+            session_id=session_id,
+            tenant_id=tenant_id,
+            user_id=row[0],
+            channel=row[1],
+            created_at=_timestamp(row[3]),
+            updated_at=_timestamp(row[4]),
+            expires_at=_timestamp(row[5]),
+        )
+        json_format.Parse(row[2], context.short_context)
+        context.recent_turns.extend(await self.transcript(tenant_id, session_id, recent_turns))
+        return context
+
+    async def create_session(
+        self, tenant_id: str, session_id: str, user_id: str, channel: int
+    ) -> conversation_pb2.SessionContext:
+        now = _now().isoformat()
+        await self.db.execute(
+            "INSERT INTO session_contexts (tenant_id, session_id, user_id, channel, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (tenant_id, session_id, user_id, channel, now, now),
+        )
+        created = await self.load_session(tenant_id, session_id, 0)
+        assert created is not None
+        return created
+
+    async def commit_turns(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turns: Sequence[conversation_pb2.ConversationTurn],
+        short_context: conversation_pb2.ShortContext | None,
+    ) -> list[conversation_pb2.ConversationTurn]:
+        db = self.db
+        stored: list[conversation_pb2.ConversationTurn] = []
+        now = _now()
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            async with db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM conversation_turns "
+                "WHERE tenant_id = ? AND session_id = ?",
+                (tenant_id, session_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            seq = int(row[0]) if row else 0
+            for turn in turns:
+                seq += 1
+                record = conversation_pb2.ConversationTurn()
+                record.CopyFrom(turn)
+                record.turn_id = record.turn_id or str(uuid.uuid4())
+                record.session_id, record.tenant_id = session_id, tenant_id
+                if not record.HasField("timestamp"):
+                    record.timestamp.FromDatetime(now)
+                for action in record.actions:
+                    action.action_id = action.action_id or str(uuid.uuid4())
+                    action.status = conversation_pb2.ACTION_STATUS_PENDING
+                await db.execute(
+                    "INSERT INTO conversation_turns (turn_id, tenant_id, session_id, seq, role, "
+                    "text, actions, metadata, correlation_id, timestamp) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.turn_id,
+                        tenant_id,
+                        session_id,
+                        seq,
+                        record.role,
+                        record.text,
+                        json.dumps([json_format.MessageToDict(a) for a in record.actions]),
+                        json_format.MessageToJson(record.metadata),
+                        record.correlation_id,
+                        record.timestamp.ToDatetime(UTC).isoformat(),
+                    ),
+                )
+                for action in record.actions:
+                    await db.execute(
+                        "INSERT INTO outbox (message_id, tenant_id, session_id, turn_id, "
+                        "action_type, payload, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            action.action_id,
+                            tenant_id,
+                            session_id,
+                            record.turn_id,
+                            action.type,
+                            json_format.MessageToJson(action),
+                            action.status,
+                            now.isoformat(),
+                        ),
+                    )
+                stored.append(record)
+            updates = ["updated_at = ?"]
+            params: list[object] = [now.isoformat()]
+            if short_context is not None:
+                updates.append("short_context = ?")
+                params.append(json_format.MessageToJson(short_context))
+            await db.execute(
+                f"UPDATE session_contexts SET {', '.join(updates)} "  # noqa: S608 - fixed names
+                "WHERE tenant_id = ? AND session_id = ?",
+                (*params, tenant_id, session_id),
+            )
+            await db.execute("COMMIT")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        return stored
+
+    async def transcript(
+        self, tenant_id: str, session_id: str, limit: int
+    ) -> list[conversation_pb2.ConversationTurn]:
+        if limit <= 0:
+            return []
+        async with self.db.execute(
+            "SELECT turn_id, role, text, actions, metadata, correlation_id, timestamp "
+            "FROM conversation_turns WHERE tenant_id = ? AND session_id = ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (tenant_id, session_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        turns = []
+        for row in reversed(list(rows)):
+            turn = conversation_pb2.ConversationTurn(
+                turn_id=row[0],
+                session_id=session_id,
+                tenant_id=tenant_id,
+                role=row[1],
+                text=row[2],
+                correlation_id=row[5],
+                timestamp=_timestamp(row[6]),
+            )
+            for action in json.loads(row[3]):
+                json_format.ParseDict(action, turn.actions.add())
+            json_format.Parse(row[4], turn.metadata)
+            turns.append(turn)
+        return turns
+
+    async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
+        async with self.db.execute(
+            "SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        return json_format.Parse(row[0], tenant_pb2.TenantConfig())
+
+    async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
+        try:
+            await self.db.execute(
+                "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?)",
+                (tenant.tenant_id, json_format.MessageToJson(tenant), _now().isoformat()),
+            )
+        except sqlite3.IntegrityError:
+            await self.db.execute(
+                "UPDATE tenants SET config = ?, updated_at = ? WHERE tenant_id = ?",
+                (json_format.MessageToJson(tenant), _now().isoformat(), tenant.tenant_id),
+            )
+            return False
+        return True

@@ -1,0 +1,49 @@
+"""The relational store port: sessions, turns, tenants and the outbox.
+
+Every method takes the tenant explicitly; adapters must never read or write another tenant's
+rows. The embedded adapter is SQLite (`sqlite.py`).
+"""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from metaagent.common.v1 import conversation_pb2, tenant_pb2
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; nothing was written."""
+
+
+class SessionStore(Protocol):
+    async def open(self) -> None:
+        """Connect and apply migrations."""
+
+    async def close(self) -> None: ...
+
+    async def load_session(
+        self, tenant_id: str, session_id: str, recent_turns: int
+    ) -> conversation_pb2.SessionContext | None:
+        """The session with its last `recent_turns` turns, oldest first, or None."""
+
+    async def create_session(
+        self, tenant_id: str, session_id: str, user_id: str, channel: int
+    ) -> conversation_pb2.SessionContext:
+        """Create the session, or return the existing one if a racer created it first."""
+
+    async def commit_turns(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turns: Sequence[conversation_pb2.ConversationTurn],
+        short_context: conversation_pb2.ShortContext | None,
+    ) -> list[conversation_pb2.ConversationTurn]:
+        """Write turns, their actions' outbox rows and the short context in one transaction."""
+
+    async def transcript(
+        self, tenant_id: str, session_id: str, limit: int
+    ) -> list[conversation_pb2.ConversationTurn]: ...
+
+    async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None: ...
+
+    async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
+        """Insert or replace; True when it was created."""

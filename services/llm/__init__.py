@@ -1,0 +1,1 @@
+"""LLM service: model calls with structured actions; the offline responder is its default."""

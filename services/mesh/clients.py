@@ -1,0 +1,123 @@
+"""Typed async clients for the mesh's services over mTLS.
+
+Each channel presents this component's certificate, checks that the server's certificate names
+the service it meant to reach, adds correlation metadata and the propagated deadline to every
+call, and retries UNAVAILABLE with exponential backoff (gRPC's own retry policy).
+"""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from metaagent.context.v1 import context_service_pb2_grpc
+from metaagent.llm.v1 import llm_service_pb2_grpc
+from metaagent.orchestrator.v1 import orchestrator_service_pb2_grpc
+from metaagent.retrieval.v1 import retrieval_service_pb2_grpc
+from metaagent.speech.v1 import speech_service_pb2_grpc
+
+from services.mesh import identity
+from services.mesh.interceptors import client_interceptors
+from services.mesh.settings import MeshSettings
+from services.mesh.tls import MeshTls
+
+
+def retry_service_config(attempts: int) -> str:
+    """A gRPC service config retrying UNAVAILABLE on every method with jittered backoff
+    (`attempts` counts the first try; gRPC requires at least 2)."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{}],
+                    "retryPolicy": {
+                        "maxAttempts": attempts,
+                        "initialBackoff": "0.05s",
+                        "maxBackoff": "1s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
+def open_channel(
+    settings: MeshSettings, caller: str, target: str, *, address: str | None = None
+) -> grpc.aio.Channel:
+    """An mTLS channel from `caller` to the component `target`."""
+    tls = MeshTls.load(settings.certs_dir, caller)
+    options: list[tuple[str, str | int]] = [
+        ("grpc.ssl_target_name_override", target),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if settings.grpc_retry_attempts > 1:
+        options += [
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", retry_service_config(settings.grpc_retry_attempts)),
+        ]
+    else:
+        options.append(("grpc.enable_retries", 0))
+    return grpc.aio.secure_channel(
+        address or settings.address_of(target),
+        tls.channel_credentials(),
+        options=options,
+        interceptors=client_interceptors(settings.grpc_default_timeout_seconds),
+    )
+
+
+class MeshClients:
+    """Lazily opened channels from one component to the others, as typed stubs."""
+
+    def __init__(self, settings: MeshSettings, caller: str) -> None:
+        self._settings = settings
+        self._caller = caller
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, target: str) -> grpc.aio.Channel:
+        if target not in self._channels:
+            self._channels[target] = open_channel(self._settings, self._caller, target)
+        return self._channels[target]
+
+    @property
+    def context(self) -> context_service_pb2_grpc.ContextServiceAsyncStub:
+        return context_service_pb2_grpc.ContextServiceStub(self.channel(identity.CONTEXT))
+
+    @property
+    def retrieval(self) -> retrieval_service_pb2_grpc.RetrievalServiceAsyncStub:
+        return retrieval_service_pb2_grpc.RetrievalServiceStub(self.channel(identity.RETRIEVAL))
+
+    @property
+    def llm(self) -> llm_service_pb2_grpc.LlmServiceAsyncStub:
+        return llm_service_pb2_grpc.LlmServiceStub(self.channel(identity.LLM))
+
+    @property
+    def speech(self) -> speech_service_pb2_grpc.SpeechServiceAsyncStub:
+        return speech_service_pb2_grpc.SpeechServiceStub(self.channel(identity.SPEECH))
+
+    @property
+    def orchestrator(self) -> orchestrator_service_pb2_grpc.OrchestratorServiceAsyncStub:
+        return orchestrator_service_pb2_grpc.OrchestratorServiceStub(
+            self.channel(identity.ORCHESTRATOR)
+        )
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+
+async def serving_status(channel: grpc.aio.Channel, service: str = "") -> str:
+    """The health status name (`SERVING`, `NOT_SERVING`, ...) of `service` on `channel`."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2.0)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def check_serving(channel: grpc.aio.Channel, service: str = "") -> None:
+    """Return when `service` on `channel` is SERVING; raise ConnectionError otherwise."""
+    status = await serving_status(channel, service)
+    if status != "SERVING":
+        raise ConnectionError(f"{service or 'server'} is {status}")

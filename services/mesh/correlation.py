@@ -1,0 +1,74 @@
+"""Per-call correlation data, bound to contextvars by the server interceptor and forwarded by
+the client interceptors, so every log line and every outbound call carries it."""
+
+import contextvars
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Final
+
+CORRELATION_ID: Final = "x-correlation-id"
+TENANT_ID: Final = "x-tenant-id"
+SESSION_ID: Final = "x-session-id"
+TRACEPARENT: Final = "traceparent"
+
+ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+TENANT_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+TRACEPARENT_PATTERN: Final = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What one call knows about the conversation it belongs to."""
+
+    correlation_id: str = ""
+    tenant_id: str = ""
+    session_id: str = ""
+    traceparent: str = ""
+    deadline: float | None = field(default=None, compare=False)
+    """Absolute `time.monotonic()` by which the inbound call must be answered."""
+    caller: str = ""
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the inbound deadline, or None when there is none."""
+        if self.deadline is None:
+            return None
+        return self.deadline - time.monotonic()
+
+    def outbound_metadata(self) -> list[tuple[str, str]]:
+        """The metadata an outbound call forwards."""
+        pairs = [
+            (CORRELATION_ID, self.correlation_id),
+            (TENANT_ID, self.tenant_id),
+            (SESSION_ID, self.session_id),
+            (TRACEPARENT, self.traceparent),
+        ]
+        return [(key, value) for key, value in pairs if value]
+
+
+_current: contextvars.ContextVar[CallContext] = contextvars.ContextVar(
+    "metaagent_call_context",
+    default=CallContext(),  # noqa: B039 - frozen dataclass, immutable
+)
+
+
+def current() -> CallContext:
+    """The call context of the running task."""
+    return _current.get()
+
+
+@contextmanager
+def bound(call: CallContext) -> Iterator[CallContext]:
+    """Bind `call` for the duration of the block."""
+    token = _current.set(call)
+    try:
+        yield call
+    finally:
+        _current.reset(token)
+
+
+def with_deadline_in(seconds: float | None) -> float | None:
+    """Absolute monotonic deadline `seconds` from now (None stays None)."""
+    return None if seconds is None else time.monotonic() + seconds

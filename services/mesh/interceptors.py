@@ -1,0 +1,322 @@
+"""Server and client interceptors: identity, policy, correlation metadata, deadlines, errors.
+
+On the way in every call is checked in this order, failing closed:
+1. the peer proves a mesh identity with its certificate (else UNAUTHENTICATED);
+2. the RPC's policy admits that identity (else PERMISSION_DENIED);
+3. correlation metadata is present and well formed (else INVALID_ARGUMENT with a field
+   violation per bad key);
+then the ids and the inbound deadline are bound to contextvars for logs and outbound calls, and
+any `MeshError` the logic raises becomes a status with details; any other exception becomes
+INTERNAL with the correlation id and no stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+
+from services.mesh import correlation
+from services.mesh.certs import identity_of
+from services.mesh.errors import FieldViolation, MeshError, invalid_argument
+from services.mesh.policy import MethodPolicy, lookup
+
+log = logging.getLogger("metaagent.rpc")
+
+PEM_CERT_PROPERTY = "x509_pem_cert"
+SERVER_FAULTS = frozenset(
+    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+)
+
+
+def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    """The mesh identity proven by the peer's verified client certificate."""
+    certificates = list(context.auth_context().get(PEM_CERT_PROPERTY) or [])
+    return identity_of(certificates[0]) if certificates else None
+
+
+def read_call_context(
+    metadata: Mapping[str, str | bytes], policy: MethodPolicy, caller: str
+) -> correlation.CallContext:
+    """Validate inbound correlation metadata into a CallContext; raise INVALID_ARGUMENT."""
+    violations: list[FieldViolation] = []
+
+    def text(key: str) -> str:
+        value = metadata.get(key, "")
+        return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+    correlation_id = text(correlation.CORRELATION_ID)
+    tenant_id = text(correlation.TENANT_ID)
+    session_id = text(correlation.SESSION_ID)
+    traceparent = text(correlation.TRACEPARENT)
+    if not policy.infrastructure:
+        if not correlation_id:
+            violations.append(FieldViolation(correlation.CORRELATION_ID, "is required"))
+        elif not correlation.ID_PATTERN.match(correlation_id):
+            violations.append(
+                FieldViolation(correlation.CORRELATION_ID, "must be 1-128 of [A-Za-z0-9._:-]")
+            )
+        if not tenant_id and not policy.tenant_optional:
+            violations.append(FieldViolation(correlation.TENANT_ID, "is required"))
+        elif tenant_id and not correlation.TENANT_PATTERN.match(tenant_id):
+            violations.append(
+                FieldViolation(correlation.TENANT_ID, "must be 1-64 of [A-Za-z0-9_-]")
+            )
+        if session_id and not correlation.ID_PATTERN.match(session_id):
+            violations.append(
+                FieldViolation(correlation.SESSION_ID, "must be 1-128 of [A-Za-z0-9._:-]")
+            )
+    if violations:
+        raise invalid_argument(*violations, message="malformed correlation metadata")
+    if traceparent and not correlation.TRACEPARENT_PATTERN.match(traceparent):
+        traceparent = ""
+    return correlation.CallContext(
+        correlation_id=correlation_id,
+        tenant_id=tenant_id,
+        session_id=session_id,
+        traceparent=traceparent,
+        caller=caller,
+    )
+
+
+class MeshServerInterceptor(grpc.aio.ServerInterceptor):
+    """Guards every RPC of a server; see the module docstring for the order of checks."""
+
+    def __init__(self, policies: Mapping[str, MethodPolicy]) -> None:
+        self._policies = policies
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        return _wrap(handler, self._guard(method, lookup(self._policies, method)))
+
+    def _guard(
+        self, method: str, policy: MethodPolicy | None
+    ) -> Callable[[grpc.aio.ServicerContext[Any, Any]], Any]:
+        quiet = policy is not None and policy.infrastructure
+
+        @asynccontextmanager
+        async def guarded(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+            started = time.perf_counter()
+            code, reason = grpc.StatusCode.OK, ""
+            caller = peer_identity(context)
+            call = correlation.CallContext(caller=caller or "")
+            try:
+                if caller is None:
+                    raise MeshError(
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        "the peer presented no certificate naming a mesh identity",
+                        "UNAUTHENTICATED_PEER",
+                    )
+                if policy is None or not policy.admits(caller):
+                    raise MeshError(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        f"'{caller}' may not call {method}",
+                        "CALLER_NOT_ALLOWED",
+                        metadata={"caller": caller, "method": method},
+                    )
+                metadata = dict(context.invocation_metadata() or ())
+                call = read_call_context(metadata, policy, caller)
+                call = dataclasses.replace(
+                    call, deadline=correlation.with_deadline_in(context.time_remaining())
+                )
+                with correlation.bound(call):
+                    yield
+            except (MeshError, grpc.aio.AioRpcError) as failure:
+                error = (
+                    failure
+                    if isinstance(failure, MeshError)
+                    else MeshError.from_dependency(failure)
+                )
+                code, reason = error.code, error.reason
+                await context.abort(error.code, error.message, error.trailing_metadata())
+            except NotImplementedError:
+                code, reason = grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED"
+                await context.abort(code, f"{method} is not implemented by this server")
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code, reason = grpc.StatusCode.CANCELLED, "ABORTED_OR_CANCELLED"
+                raise
+            except Exception:
+                code, reason = grpc.StatusCode.INTERNAL, "UNHANDLED"
+                with correlation.bound(call):
+                    log.exception("unhandled error in %s", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    f"internal error (correlation id {call.correlation_id or 'none'})",
+                )
+            finally:
+                if not (quiet and code == grpc.StatusCode.OK):
+                    with correlation.bound(call):
+                        log.log(
+                            logging.WARNING if code in SERVER_FAULTS else logging.INFO,
+                            "rpc %s %s",
+                            method,
+                            code.name,
+                            extra={
+                                "rpc": method,
+                                "code": code.name,
+                                "reason": reason,
+                                "caller": caller or "",
+                                "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                            },
+                        )
+
+        return guarded
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler[Any, Any],
+    guard: Callable[[grpc.aio.ServicerContext[Any, Any]], Any],
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """The same handler, with every call run inside `guard`. Streaming handlers keep their
+    shape: async generators stay generators, `context.write` coroutines stay coroutines."""
+    behaviour: Any = handler
+    codec = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if behaviour.unary_unary is not None:
+        inner_uu = behaviour.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with guard(context):
+                return await inner_uu(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+    if behaviour.unary_stream is not None:
+        inner_us = behaviour.unary_stream
+        if not inspect.isasyncgenfunction(inner_us):
+
+            async def unary_stream_writer(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> None:
+                async with guard(context):
+                    await inner_us(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **codec)
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async with guard(context):
+                async for response in inner_us(request, context):
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
+    if behaviour.stream_unary is not None:
+        inner_su = behaviour.stream_unary
+
+        async def stream_unary(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            async with guard(context):
+                return await inner_su(requests, context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    inner_ss = behaviour.stream_stream
+    assert inner_ss is not None
+    if not inspect.isasyncgenfunction(inner_ss):
+
+        async def stream_stream_writer(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> None:
+            async with guard(context):
+                await inner_ss(requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream_writer, **codec)
+
+    async def stream_stream(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        async with guard(context):
+            async for response in inner_ss(requests, context):
+                yield response
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
+
+
+class _Outbound:
+    """Adds the bound correlation metadata and the propagated deadline to a call."""
+
+    def __init__(self, default_timeout: float) -> None:
+        self._default_timeout = default_timeout
+
+    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        call = correlation.current()
+        metadata = grpc.aio.Metadata()
+        present: set[str] = set()
+        for key, value in details.metadata or ():
+            metadata.add(key, value)
+            present.add(key)
+        for key, value in call.outbound_metadata():
+            if key not in present:
+                metadata.add(key, value)
+        timeout = details.timeout if details.timeout is not None else self._default_timeout
+        remaining = call.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, max(remaining, 0.0))
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, outbound: _Outbound) -> None:
+        self._outbound = outbound
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._outbound.details(details), request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, outbound: _Outbound) -> None:
+        self._outbound = outbound
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._outbound.details(details), request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, outbound: _Outbound) -> None:
+        self._outbound = outbound
+
+    async def intercept_stream_unary(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._outbound.details(details), request_iterator)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, outbound: _Outbound) -> None:
+        self._outbound = outbound
+
+    async def intercept_stream_stream(
+        self, continuation: Any, details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(self._outbound.details(details), request_iterator)
+
+
+def client_interceptors(default_timeout: float) -> list[grpc.aio.ClientInterceptor]:
+    """One interceptor per call shape (grpc.aio dispatches on the first base that matches)."""
+    outbound = _Outbound(default_timeout)
+    return [
+        _UnaryUnary(outbound),
+        _UnaryStream(outbound),
+        _StreamUnary(outbound),
+        _StreamStream(outbound),
+    ]

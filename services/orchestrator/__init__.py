@@ -1,0 +1,1 @@
+"""Orchestrator: the turn — context, retrieval, LLM, actions, persist, answer."""

@@ -1,0 +1,1 @@
+"""Retrieval service: tenant knowledge, embeddings and tenant-scoped semantic search."""

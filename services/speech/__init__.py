@@ -1,0 +1,1 @@
+"""Speech service: STT, TTS and voice sessions (this increment: offline synthesis)."""

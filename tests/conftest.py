@@ -1,0 +1,81 @@
+"""Fixtures shared by every test: the development PKI, settings and in-process servers.
+
+Tests that need a real Redis or PostgreSQL take the `redis_url` / `postgres_dsn` fixtures; proto
+checks need buf. They skip when the server or tool is missing on a developer's machine; under CI
+(`CI=true`) such a skip fails the run instead, so nothing required can pass silently.
+"""
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.mesh.certs import Authority, ensure_dev_pki
+from services.mesh.settings import MeshSettings
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+REQUIRED_IN_CI = ("needs_redis", "needs_postgres", "needs_buf")
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest) -> str:
+    request.node.add_marker("needs_redis")
+    if not _reachable("127.0.0.1", 6379):
+        pytest.skip("needs a Redis server on 127.0.0.1:6379")
+    return REDIS_URL
+
+
+@pytest.fixture
+def postgres_dsn(request: pytest.FixtureRequest) -> str:
+    request.node.add_marker("needs_postgres")
+    if not _reachable("127.0.0.1", 5432):
+        pytest.skip("needs a PostgreSQL server on 127.0.0.1:5432")
+    return POSTGRES_DSN
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    required = any(item.get_closest_marker(m) for m in REQUIRED_IN_CI)
+    if report.skipped and required and os.environ.get("CI") == "true":
+        report.outcome = "failed"
+        report.longrepr = f"CI requires what this test needs; it was skipped: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state directory holding a complete development PKI."""
+    directory = tmp_path_factory.mktemp("state")
+    ensure_dev_pki(directory / "certs")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def foreign_certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Certificates for the mesh's identities, issued by a CA the mesh does not trust."""
+    directory = tmp_path_factory.mktemp("foreign") / "certs"
+    directory.mkdir()
+    authority = Authority.create("Someone else's CA")
+    authority.write(directory)
+    for identity in ("orchestrator", "gateway", "operator"):
+        key, cert = authority.issue(identity)
+        (directory / f"{identity}.key").write_bytes(key)
+        (directory / f"{identity}.pem").write_bytes(cert)
+    return directory
+
+
+@pytest.fixture
+def settings(state_dir: Path) -> MeshSettings:
+    return MeshSettings(state_dir=state_dir, grpc_shutdown_grace_seconds=1.0)

@@ -1,0 +1,88 @@
+"""Health: NOT_SERVING until dependencies are ready, SERVING after, NOT_SERVING on shutdown."""
+
+import asyncio
+from pathlib import Path
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.context.app import build_server as build_context
+from services.context.settings import ContextSettings
+from services.llm.app import build_server as build_llm
+from services.llm.offline import OfflineResponder
+from services.llm.servicer import LlmServicer
+from services.llm.settings import LlmSettings
+from services.mesh.clients import open_channel, serving_status
+from services.mesh.settings import MeshSettings
+from services.orchestrator.app import build_server as build_orchestrator
+from services.orchestrator.settings import OrchestratorSettings
+from services.retrieval.app import build_server as build_retrieval
+from services.retrieval.settings import RetrievalSettings
+from tests.support.ports import free_port
+from tests.support.servers import llm_binding, running, started
+
+LLM_SERVICE = "metaagent.llm.v1.LlmService"
+
+
+async def _wait_for(channel, status: str, service: str = "", timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while await serving_status(channel, service) != status:
+            await asyncio.sleep(0.05)
+
+
+async def test_health_turns_serving_once_readiness_passes(settings: MeshSettings) -> None:
+    gate = asyncio.Event()
+
+    async def dependency_ready() -> None:
+        if not gate.is_set():
+            raise ConnectionError("not yet")
+
+    servicer = LlmServicer(OfflineResponder(0.3), LlmSettings())
+    async with running("llm", settings, [llm_binding(servicer)], [dependency_ready]) as (
+        server,
+        address,
+    ):
+        client = MeshSettings(state_dir=settings.state_dir, llm_addr=address)
+        async with open_channel(client, "operator", "llm") as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service=LLM_SERVICE)
+            )
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await serving_status(channel) == "NOT_SERVING"
+            await asyncio.sleep(0.2)
+            assert await serving_status(channel, LLM_SERVICE) == "NOT_SERVING"
+            gate.set()
+            second = await watch.read()
+            assert second.status == health_pb2.HealthCheckResponse.SERVING
+            assert await serving_status(channel) == "SERVING"
+            stopping = asyncio.create_task(server.stop(1.0))
+            third = await watch.read()
+            assert third.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()
+            await stopping
+
+
+async def test_the_orchestrator_serves_only_once_its_dependencies_do(state_dir: Path) -> None:
+    ports = {name: free_port() for name in ("context", "retrieval", "llm")}
+    addresses = {f"{name}_addr": f"127.0.0.1:{port}" for name, port in ports.items()}
+    common = {"state_dir": state_dir, **addresses}
+    orchestrator = build_orchestrator(
+        OrchestratorSettings(**common, grpc_listen_addr="127.0.0.1:0")
+    )
+    async with started(orchestrator) as address:
+        client = MeshSettings(state_dir=state_dir, orchestrator_addr=address)
+        async with open_channel(client, "operator", "orchestrator") as channel:
+            await asyncio.sleep(0.3)
+            assert await serving_status(channel) == "NOT_SERVING"
+            context = build_context(
+                ContextSettings(**common, grpc_listen_addr=addresses["context_addr"])
+            )
+            retrieval = build_retrieval(
+                RetrievalSettings(**common, grpc_listen_addr=addresses["retrieval_addr"])
+            )
+            llm = build_llm(LlmSettings(**common, grpc_listen_addr=addresses["llm_addr"]))
+            async with started(context), started(retrieval):
+                await asyncio.sleep(0.3)
+                assert await serving_status(channel) == "NOT_SERVING"
+                async with started(llm):
+                    await _wait_for(channel, "SERVING")
