@@ -30,7 +30,8 @@ class ContextBook:
     async def get_or_create(
         self, tenant_id: str, session_id: str, user_id: str, channel: int
     ) -> tuple[conversation_pb2.SessionContext, bool, bool]:
-        """(context, created, cache_hit) for the session, creating it on first sight."""
+        """(context, created, cache_hit) for the session, creating it on first sight;
+        NOT_FOUND when the tenant is not configured (nothing is created)."""
         key = _cache_key(tenant_id, session_id)
         cached = await self._cache.get(key)
         if cached is not None:
@@ -38,6 +39,7 @@ class ContextBook:
         created = False
         context = await self._store.load_session(tenant_id, session_id, self._recent_turns)
         if context is None:
+            await self.tenant(tenant_id)
             context = await self._store.create_session(tenant_id, session_id, user_id, channel)
             created = True
         await self._cache.set(key, context.SerializeToString(), self._ttl)

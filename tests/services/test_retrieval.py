@@ -1,0 +1,95 @@
+"""Tenant-scoped knowledge: isolation, unchanged content not re-embedded, dimension checks."""
+
+import grpc
+import pytest
+from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
+
+from services.mesh.errors import MeshError
+from services.retrieval.demo import demo_documents
+from services.retrieval.embedder import HashingEmbedder
+from services.retrieval.index import GLOBAL_PARTITION, IndexedChunk, MemoryIndex
+from services.retrieval.knowledge import KnowledgeBase
+
+
+class CountingEmbedder(HashingEmbedder):
+    def __init__(self) -> None:
+        super().__init__(dimension=64)
+        self.embedded: list[str] = []
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        self.embedded.extend(texts)
+        return super().embed(texts)
+
+
+def _knowledge() -> tuple[KnowledgeBase, CountingEmbedder, MemoryIndex]:
+    embedder = CountingEmbedder()
+    index = MemoryIndex(embedder.dimension)
+    return KnowledgeBase(embedder, index), embedder, index
+
+
+async def test_a_search_never_returns_another_tenants_documents() -> None:
+    knowledge, _, _ = _knowledge()
+    await knowledge.upsert("demo", demo_documents())
+    await knowledge.upsert("acme", [pb.Document(doc_id="acme-kobe", text="Zapatilla Kobe de Acme")])
+    demo_hits = await knowledge.search("demo", "zapatilla Kobe", 10, 0.01, True)
+    acme_hits = await knowledge.search("acme", "zapatilla Kobe", 10, 0.01, True)
+    assert demo_hits
+    assert {h.document.tenant_id for h in demo_hits} == {"demo"}
+    assert [h.document.doc_id for h in acme_hits] == ["acme-kobe"]
+    assert await knowledge.search("nobody", "zapatilla Kobe", 10, 0.01, True) == []
+
+
+async def test_global_documents_reach_a_tenant_only_when_asked() -> None:
+    knowledge, embedder, index = _knowledge()
+    [vector] = embedder.embed(["politica global de privacidad"])
+    shared = pb.Document(
+        doc_id="privacy",
+        chunk_id="privacy#0",
+        text="politica global",
+        visibility=pb.VISIBILITY_GLOBAL,
+    )
+    await index.upsert(GLOBAL_PARTITION, IndexedChunk(shared, vector, "h"))
+    with_global = await knowledge.search("demo", "politica global de privacidad", 5, 0.01, True)
+    without = await knowledge.search("demo", "politica global de privacidad", 5, 0.01, False)
+    assert [h.document.doc_id for h in with_global] == ["privacy"]
+    assert without == []
+
+
+async def test_a_tenant_cannot_ingest_global_documents() -> None:
+    knowledge, _, _ = _knowledge()
+    with pytest.raises(MeshError) as refused:
+        await knowledge.upsert(
+            "demo", [pb.Document(doc_id="x", text="y", visibility=pb.VISIBILITY_GLOBAL)]
+        )
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unchanged_content_is_not_embedded_again() -> None:
+    knowledge, embedder, _ = _knowledge()
+    assert await knowledge.upsert("demo", demo_documents()) == (3, 0)
+    assert await knowledge.upsert("demo", demo_documents()) == (0, 3)
+    changed = demo_documents()
+    changed[0].text += " Nuevo color."
+    assert await knowledge.upsert("demo", changed) == (1, 2)
+    assert len(embedder.embedded) == 4
+
+
+async def test_the_threshold_filters_unrelated_text() -> None:
+    knowledge, _, _ = _knowledge()
+    await knowledge.upsert("demo", demo_documents())
+    assert await knowledge.search("demo", "quantum chromodynamics lattice", 5, 0.0, False) == []
+
+
+async def test_an_index_refuses_vectors_of_another_dimension() -> None:
+    index = MemoryIndex(8)
+    with pytest.raises(ValueError, match="3 dimensions; this index holds 8"):
+        await index.upsert("demo", IndexedChunk(pb.Document(chunk_id="c"), [0.1, 0.2, 0.3], "h"))
+
+
+async def test_delete_removes_every_chunk_of_a_document() -> None:
+    knowledge, _, _ = _knowledge()
+    await knowledge.upsert("demo", demo_documents())
+    assert await knowledge.delete("demo", "faq-returns") == 1
+    assert await knowledge.delete("acme", "faq-shipping") == 0
+    hits = await knowledge.search("demo", "devolver zapatilla reembolso", 5, 0.01, False)
+    assert "faq-returns" not in {h.document.doc_id for h in hits}

@@ -1,0 +1,60 @@
+"""Context, retrieval, LLM and orchestrator services in this process, over real mTLS."""
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.context.app import build_server as build_context
+from services.context.settings import ContextSettings
+from services.llm.app import build_server as build_llm
+from services.llm.settings import LlmSettings
+from services.mesh.clients import MeshClients
+from services.mesh.server import MeshServer
+from services.mesh.settings import MeshSettings
+from services.orchestrator.app import build_server as build_orchestrator
+from services.orchestrator.settings import OrchestratorSettings
+from services.retrieval.app import build_server as build_retrieval
+from services.retrieval.settings import RetrievalSettings
+from tests.support.ports import free_port
+
+
+@dataclass
+class InProcessMesh:
+    settings: MeshSettings
+    servers: dict[str, MeshServer]
+
+    def clients(self, caller: str) -> MeshClients:
+        return MeshClients(self.settings, caller)
+
+
+@asynccontextmanager
+async def inprocess_mesh(state_dir: Path, data_dir: Path) -> AsyncIterator[InProcessMesh]:
+    addresses = {
+        f"{name}_addr": f"127.0.0.1:{free_port()}"
+        for name in ("context", "retrieval", "llm", "orchestrator")
+    }
+    common = {"state_dir": state_dir, **addresses}
+    servers = {
+        "context": build_context(
+            ContextSettings(
+                **common,
+                grpc_listen_addr=addresses["context_addr"],
+                store_url=f"sqlite:///{data_dir / 'context.db'}",
+            )
+        ),
+        "retrieval": build_retrieval(
+            RetrievalSettings(**common, grpc_listen_addr=addresses["retrieval_addr"])
+        ),
+        "llm": build_llm(LlmSettings(**common, grpc_listen_addr=addresses["llm_addr"])),
+        "orchestrator": build_orchestrator(
+            OrchestratorSettings(**common, grpc_listen_addr=addresses["orchestrator_addr"])
+        ),
+    }
+    async with AsyncExitStack() as stack:
+        for server in servers.values():
+            await server.start()
+            stack.push_async_callback(server.stop, 0.5)
+        for server in servers.values():
+            await server.ready.wait()
+        yield InProcessMesh(MeshSettings(**common), servers)
