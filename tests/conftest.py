@@ -7,7 +7,6 @@ checks need buf. They skip when the server or tool is missing on a developer's m
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,8 @@ from services.mesh.settings import MeshSettings
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-REQUIRED_IN_CI = ("needs_redis", "needs_postgres", "needs_buf")
+
+pytest_plugins = ["tests.support.ci_guard", "pytester"]
 
 
 def _reachable(host: str, port: int) -> bool:
@@ -42,16 +42,6 @@ def postgres_dsn(request: pytest.FixtureRequest) -> str:
     if not _reachable("127.0.0.1", 5432):
         pytest.skip("needs a PostgreSQL server on 127.0.0.1:5432")
     return POSTGRES_DSN
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()  # type: ignore[attr-defined]
-    required = any(item.get_closest_marker(m) for m in REQUIRED_IN_CI)
-    if report.skipped and required and os.environ.get("CI") == "true":
-        report.outcome = "failed"
-        report.longrepr = f"CI requires what this test needs; it was skipped: {report.longrepr}"
 
 
 @pytest.fixture(scope="session")
