@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             uvloop.run(serve_component(args.component))
-        except OSError as error:
+        except (OSError, ValueError) as error:
             print(f"metaagent serve {args.component}: {error}", file=sys.stderr)
             return 1
         return 0

@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TextIO
 
 from cli.components import COMPONENTS
@@ -22,6 +21,7 @@ from gateway.auth import ensure_dev_jwt_secret
 from gateway.settings import GatewaySettings
 from services.mesh.certs import ensure_dev_pki
 
+CHUNK_BYTES = 64 * 1024
 MAX_RESTARTS = 3
 RESTART_WINDOW_SECONDS = 60.0
 READY_TIMEOUT_SECONDS = 60.0
@@ -62,17 +62,19 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopping.set)
-        for child in self.children.values():
-            await self._start(child)
-        watchers = [asyncio.create_task(self._watch(c)) for c in self.children.values()]
-        ready = asyncio.create_task(self._announce_when_ready())
-        stop = asyncio.create_task(self._stopping.wait())
-        done, _ = await asyncio.wait([stop, *watchers], return_when=asyncio.FIRST_COMPLETED)
-        failure = next((t.result() for t in done if t is not stop and t.result()), None)
-        ready.cancel()
-        for task in watchers:
-            task.cancel()
-        await self._stop_all()
+        tasks: list[asyncio.Task[object]] = []
+        try:
+            for child in self.children.values():
+                await self._start(child)
+            watchers = [asyncio.create_task(self._watch(c)) for c in self.children.values()]
+            stop = asyncio.create_task(self._stopping.wait())
+            tasks = [*watchers, stop, asyncio.create_task(self._announce_when_ready())]
+            done, _ = await asyncio.wait([stop, *watchers], return_when=asyncio.FIRST_COMPLETED)
+            failure = next((t.result() for t in done if t is not stop and t.result()), None)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await self._stop_all()
         if failure:
             self.say(f"stopped: {failure}")
             return 1
@@ -95,22 +97,34 @@ class Supervisor:
         child.pump = asyncio.create_task(self._pump(child, child.process))
 
     async def _pump(self, child: Child, process: asyncio.subprocess.Process) -> None:
+        """Copy the child's output to its log file and, prefixed, to this terminal.
+
+        Reads in chunks, so no line length can stall the pipe (and with it the child)."""
         assert process.stdout is not None
-        path = self.log_dir / f"{child.name}.log"
-        with Path(path).open("ab", buffering=0) as log_file:  # noqa: ASYNC230 - unbuffered appends
-            async for line in process.stdout:
-                log_file.write(line)
-                text = line.decode("utf-8", "replace").rstrip()
-                print(f"{child.name:>12} | {text}", file=self.out, flush=True)
+        pending = b""
+        with (self.log_dir / f"{child.name}.log").open("ab", buffering=0) as log_file:
+            while chunk := await process.stdout.read(CHUNK_BYTES):
+                log_file.write(chunk)
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                if len(pending) > CHUNK_BYTES:
+                    lines.append(pending)
+                    pending = b""
+                for line in lines:
+                    self._echo(child.name, line)
+            if pending:
+                self._echo(child.name, pending)
+
+    def _echo(self, name: str, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip()
+        print(f"{name:>12} | {text}", file=self.out, flush=True)
 
     async def _watch(self, child: Child) -> str | None:
         """Restart `child` when it dies; return a reason to stop the run when it keeps dying."""
         while True:
             assert child.process is not None
             code = await child.process.wait()
-            if child.pump is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await child.pump
+            await self._drain(child)
             if self._stopping.is_set():
                 return None
             now = time.monotonic()
@@ -162,6 +176,13 @@ class Supervisor:
                         process.kill()
             await asyncio.gather(*(p.wait() for p in running))
         for child in self.children.values():
-            if child.pump is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await child.pump
+            await self._drain(child)
+
+    async def _drain(self, child: Child) -> None:
+        """Wait for the child's output to be copied; a failed copy must not stop supervision."""
+        if child.pump is not None:
+            try:
+                await child.pump
+            except (asyncio.CancelledError, Exception) as error:
+                if not isinstance(error, asyncio.CancelledError):
+                    self.say(f"lost part of {child.name}'s output: {error}")

@@ -81,8 +81,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def readyz(request: Request) -> JSONResponse:
         try:
             await check_serving(request.app.state.clients.channel(identity.ORCHESTRATOR))
-        except (ConnectionError, grpc.aio.AioRpcError) as error:
-            return JSONResponse({"status": "not ready", "orchestrator": str(error)[:200]}, 503)
+        except (ConnectionError, grpc.aio.AioRpcError):
+            return JSONResponse({"status": "not ready"}, 503)
         return JSONResponse({"status": "ready"})
 
     @app.post(
@@ -110,6 +110,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return problem(413, "Payload Too Large", str(error), correlation_id=cid)
         try:
             principal.require_tenant(body.tenant_id)
+            grpc_request = convert.process_request(body, principal)
         except AuthError as error:
             return problem(error.status, error.title, error.detail, correlation_id=cid)
         if body.correlation_id:
@@ -125,11 +126,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             )
             try:
                 reply = await request.app.state.clients.orchestrator.Process(
-                    convert.process_request(body, principal),
-                    timeout=settings.process_timeout_seconds,
+                    grpc_request, timeout=settings.process_timeout_seconds
                 )
             except grpc.aio.AioRpcError as error:
-                return from_mesh_error(MeshError.from_rpc_error(error), cid)
+                return from_mesh_error(MeshError.from_dependency(error), cid)
         payload = convert.process_response(reply, cid)
         return JSONResponse(payload.model_dump(by_alias=True))
 
@@ -150,16 +150,24 @@ def _principal(request: Request) -> Principal:
 
 
 async def _process_request(request: Request, settings: GatewaySettings) -> ProcessRequest:
-    declared = request.headers.get("Content-Length")
-    if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-        raise _TooLarge(f"the body exceeds {settings.max_body_bytes} bytes")
-    raw = await request.body()
-    if len(raw) > settings.max_body_bytes:
-        raise _TooLarge(f"the body exceeds {settings.max_body_bytes} bytes")
+    raw = await _read_body(request, settings.max_body_bytes)
     body = ProcessRequest.model_validate_json(raw or b"null")
     if body.input.text is not None and len(body.input.text) > settings.max_text_chars:
         raise _TooLarge(f"input.text exceeds {settings.max_text_chars} characters")
     return body
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it passes `limit` bytes (declared or streamed)."""
+    declared = request.headers.get("Content-Length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge(f"the body exceeds {limit} bytes")
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise _TooLarge(f"the body exceeds {limit} bytes")
+    return bytes(received)
 
 
 def _validation_problem(error: ValidationError, correlation_id: str) -> JSONResponse:

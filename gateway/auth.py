@@ -33,6 +33,15 @@ class Principal:
     tenant_id: str
     role: str
 
+    def acting_user(self, requested: str | None) -> str:
+        """The user a turn is for: a `user` token acts only as its own subject; agents and
+        admins act for the user the request names (or themselves)."""
+        if self.role == "user":
+            if requested and requested != self.subject:
+                raise AuthError(403, "User mismatch", "a user token acts only for its subject")
+            return self.subject
+        return requested or self.subject
+
     def require_tenant(self, tenant_id: str) -> None:
         """The tenant guard: a token acts only for its own tenant (platform-admin excepted)."""
         if self.role != "platform-admin" and self.tenant_id != tenant_id:
@@ -81,6 +90,9 @@ def authenticate(authorization: str | None, settings: GatewaySettings, key: byte
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthError(401, "Unauthorized", "a Bearer token is required")
     token = authorization[7:].strip()
+    required = ["exp", "iat", "sub"]
+    required += ["aud"] if settings.jwt_audience else []
+    required += ["iss"] if settings.jwt_issuer else []
     try:
         claims = jwt.decode(
             token,
@@ -89,10 +101,13 @@ def authenticate(authorization: str | None, settings: GatewaySettings, key: byte
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=settings.jwt_leeway_seconds,
-            options={"require": ["exp", "iat", "sub"], "verify_aud": bool(settings.jwt_audience)},
+            options={"require": required, "verify_aud": bool(settings.jwt_audience)},
         )
     except jwt.PyJWTError as error:
         raise AuthError(401, "Unauthorized", f"invalid token: {error}") from error
+    lifetime = int(claims["exp"]) - int(claims["iat"])
+    if lifetime > settings.jwt_max_lifetime_seconds:
+        raise AuthError(401, "Unauthorized", "the token lives longer than this gateway accepts")
     tenant_id, role = claims.get("tenantId"), claims.get("role", "user")
     if not isinstance(tenant_id, str) or not tenant_id or role not in ROLES:
         raise AuthError(401, "Unauthorized", "the token lacks a tenantId or has an unknown role")

@@ -21,7 +21,7 @@ def _struct(value: dict[str, Any] | None) -> struct_pb2.Struct | None:
 def process_request(body: ProcessRequest, principal: Principal) -> pb.ProcessRequest:
     return pb.ProcessRequest(
         session_id=body.session_id,
-        user_id=body.user_id or principal.subject,
+        user_id=principal.acting_user(body.user_id),
         channel=conversation_pb2.Channel.Value(f"CHANNEL_{body.channel.name}"),
         input=pb.Input(
             type=pb.InputType.Value(f"INPUT_TYPE_{body.input.type.name}"),

@@ -11,6 +11,7 @@ class GatewaySettings(MeshSettings):
     jwt_audience: str | None = Field(None, validation_alias="JWT_AUDIENCE")
     jwt_issuer: str | None = Field(None, validation_alias="JWT_ISSUER")
     jwt_leeway_seconds: int = Field(30, validation_alias="JWT_LEEWAY_SECONDS")
+    jwt_max_lifetime_seconds: int = Field(86400, ge=60, validation_alias="JWT_MAX_LIFETIME_SECONDS")
     max_body_bytes: int = Field(64 * 1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
     max_text_chars: int = Field(4000, validation_alias="GATEWAY_MAX_TEXT_CHARS")
     process_timeout_seconds: float = Field(15.0, validation_alias="GATEWAY_PROCESS_TIMEOUT_SECONDS")
@@ -30,5 +31,18 @@ class GatewaySettings(MeshSettings):
                 raise ValueError(
                     f"production refuses a missing or default secret: set {', '.join(weak)} "
                     "(at least 32 characters, not a placeholder)"
+                )
+            unscoped = [
+                name
+                for name, value in (
+                    ("JWT_AUDIENCE", self.jwt_audience),
+                    ("JWT_ISSUER", self.jwt_issuer),
+                )
+                if not value
+            ]
+            if unscoped:
+                missing = ", ".join(unscoped)
+                raise ValueError(
+                    f"production refuses tokens without audience/issuer: set {missing}"
                 )
         return self

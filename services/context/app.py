@@ -7,13 +7,13 @@ from services.context.demo import DEMO_TENANT_ID, demo_tenant
 from services.context.servicer import ContextServicer
 from services.context.sessions import ContextBook
 from services.context.settings import ContextSettings
-from services.context.sqlite import SqliteStore
+from services.context.store import open_store
 from services.mesh import identity, logs
 from services.mesh.server import MeshServer, ServiceBinding
 
 
 def build_server(settings: ContextSettings) -> MeshServer:
-    store = SqliteStore.from_url(settings.resolved_store_url())
+    store = open_store(settings.resolved_store_url())
     cache = open_cache(settings.cache_url)
     book = ContextBook(
         store,
@@ -22,7 +22,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
         recent_turns=settings.recent_turns,
     )
 
-    async def open_store() -> None:
+    async def open_and_seed() -> None:
         await store.open()
         if await store.get_tenant(DEMO_TENANT_ID) is None:
             await store.put_tenant(demo_tenant())
@@ -37,7 +37,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
                 ContextServicer(book),  # type: ignore[abstract]
             )
         ],
-        readiness=[open_store],
+        readiness=[open_and_seed],
         cleanup=[store.close, cache.close],
     )
 

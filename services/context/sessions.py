@@ -7,13 +7,25 @@ from metaagent.common.v1 import conversation_pb2, tenant_pb2
 
 from services.context.cache import SessionCache
 from services.context.store import SessionStore
-from services.mesh.errors import FieldViolation, invalid_argument, not_found
+from services.mesh.errors import (
+    FieldViolation,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+)
 
 log = logging.getLogger("metaagent.context")
 
 
 def _cache_key(tenant_id: str, session_id: str) -> str:
     return f"session:{tenant_id}:{session_id}"
+
+
+def _check_owner(context: conversation_pb2.SessionContext, user_id: str) -> None:
+    if user_id and context.user_id and context.user_id != user_id:
+        raise failed_precondition(
+            "the session belongs to another user", "SESSION_OWNED_BY_ANOTHER_USER"
+        )
 
 
 class ContextBook:
@@ -30,18 +42,27 @@ class ContextBook:
     async def get_or_create(
         self, tenant_id: str, session_id: str, user_id: str, channel: int
     ) -> tuple[conversation_pb2.SessionContext, bool, bool]:
-        """(context, created, cache_hit) for the session, creating it on first sight;
-        NOT_FOUND when the tenant is not configured (nothing is created)."""
+        """(context, created, cache_hit) for the session, creating it on first sight.
+
+        FAILED_PRECONDITION when the tenant is not configured (nothing is created) or when
+        `user_id` is set and the session belongs to another user."""
         key = _cache_key(tenant_id, session_id)
         cached = await self._cache.get(key)
         if cached is not None:
-            return conversation_pb2.SessionContext.FromString(cached), False, True
+            context = conversation_pb2.SessionContext.FromString(cached)
+            _check_owner(context, user_id)
+            return context, False, True
         created = False
-        context = await self._store.load_session(tenant_id, session_id, self._recent_turns)
-        if context is None:
-            await self.tenant(tenant_id)
-            context = await self._store.create_session(tenant_id, session_id, user_id, channel)
+        stored = await self._store.load_session(tenant_id, session_id, self._recent_turns)
+        if stored is None:
+            if await self._store.get_tenant(tenant_id) is None:
+                raise failed_precondition(
+                    f"tenant '{tenant_id}' is not configured", "TENANT_NOT_CONFIGURED"
+                )
+            stored = await self._store.create_session(tenant_id, session_id, user_id, channel)
             created = True
+        context = stored
+        _check_owner(context, user_id)
         await self._cache.set(key, context.SerializeToString(), self._ttl)
         return context, created, False
 

@@ -1,9 +1,11 @@
 """The embedded store: one SQLite file, versioned migrations, one connection."""
 
+import asyncio
 import json
 import sqlite3
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 
 from services.context.store import StoreUnavailable
+from services.mesh.errors import already_exists, unavailable
 
 MIGRATIONS = (
     """
@@ -74,15 +77,33 @@ def _timestamp(value: str | None) -> Timestamp | None:
 
 
 class SqliteStore:
-    """SessionStore on a SQLite file (WAL); the embedded default."""
+    """SessionStore on a SQLite file (WAL); the embedded default.
+
+    One connection serves every call, so every use of it holds one lock: a transaction never
+    interleaves with another call's statements. Store failures surface as UNAVAILABLE (with
+    retry advice) and duplicate ids as ALREADY_EXISTS.
+    """
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> "SqliteStore":
+        if not url.startswith("sqlite:///"):
+            raise ValueError(f"not a SQLite URL (sqlite:///path): {url.split(':', 1)[0]}://...")
         return cls(Path(url.removeprefix("sqlite:///")))
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            try:
+                yield self.db
+            except sqlite3.IntegrityError as error:
+                raise already_exists(f"duplicate id: {error}") from error
+            except (sqlite3.OperationalError, StoreUnavailable) as error:
+                raise unavailable("the context store is unavailable", retry_after=1.0) from error
 
     async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +131,13 @@ class SqliteStore:
     async def load_session(
         self, tenant_id: str, session_id: str, recent_turns: int
     ) -> conversation_pb2.SessionContext | None:
-        async with self.db.execute(
+        async with self._connection() as db:
+            return await self._load(db, tenant_id, session_id, recent_turns)
+
+    async def _load(
+        self, db: aiosqlite.Connection, tenant_id: str, session_id: str, recent_turns: int
+    ) -> conversation_pb2.SessionContext | None:
+        async with db.execute(
             "SELECT user_id, channel, short_context, created_at, updated_at, expires_at "
             "FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
             (tenant_id, session_id),
@@ -128,19 +155,20 @@ class SqliteStore:
             expires_at=_timestamp(row[5]),
         )
         json_format.Parse(row[2], context.short_context)
-        context.recent_turns.extend(await self.transcript(tenant_id, session_id, recent_turns))
+        context.recent_turns.extend(await self._transcript(db, tenant_id, session_id, recent_turns))
         return context
 
     async def create_session(
         self, tenant_id: str, session_id: str, user_id: str, channel: int
     ) -> conversation_pb2.SessionContext:
         now = _now().isoformat()
-        await self.db.execute(
-            "INSERT INTO session_contexts (tenant_id, session_id, user_id, channel, created_at, "
-            "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (tenant_id, session_id, user_id, channel, now, now),
-        )
-        created = await self.load_session(tenant_id, session_id, 0)
+        async with self._connection() as db:
+            await db.execute(
+                "INSERT INTO session_contexts (tenant_id, session_id, user_id, channel, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (tenant_id, session_id, user_id, channel, now, now),
+            )
+            created = await self._load(db, tenant_id, session_id, 0)
         assert created is not None
         return created
 
@@ -151,7 +179,17 @@ class SqliteStore:
         turns: Sequence[conversation_pb2.ConversationTurn],
         short_context: conversation_pb2.ShortContext | None,
     ) -> list[conversation_pb2.ConversationTurn]:
-        db = self.db
+        async with self._connection() as db:
+            return await self._commit(db, tenant_id, session_id, turns, short_context)
+
+    async def _commit(
+        self,
+        db: aiosqlite.Connection,
+        tenant_id: str,
+        session_id: str,
+        turns: Sequence[conversation_pb2.ConversationTurn],
+        short_context: conversation_pb2.ShortContext | None,
+    ) -> list[conversation_pb2.ConversationTurn]:
         stored: list[conversation_pb2.ConversationTurn] = []
         now = _now()
         await db.execute("BEGIN IMMEDIATE")
@@ -226,9 +264,15 @@ class SqliteStore:
     async def transcript(
         self, tenant_id: str, session_id: str, limit: int
     ) -> list[conversation_pb2.ConversationTurn]:
+        async with self._connection() as db:
+            return await self._transcript(db, tenant_id, session_id, limit)
+
+    async def _transcript(
+        self, db: aiosqlite.Connection, tenant_id: str, session_id: str, limit: int
+    ) -> list[conversation_pb2.ConversationTurn]:
         if limit <= 0:
             return []
-        async with self.db.execute(
+        async with db.execute(
             "SELECT turn_id, role, text, actions, metadata, correlation_id, timestamp "
             "FROM conversation_turns WHERE tenant_id = ? AND session_id = ? "
             "ORDER BY seq DESC LIMIT ?",
@@ -253,24 +297,26 @@ class SqliteStore:
         return turns
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
-        async with self.db.execute(
-            "SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)
-        ) as cursor:
+        async with (
+            self._connection() as db,
+            db.execute("SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)) as cursor,
+        ):
             row = await cursor.fetchone()
         if row is None:
             return None
         return json_format.Parse(row[0], tenant_pb2.TenantConfig())
 
     async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
-        try:
-            await self.db.execute(
-                "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?)",
-                (tenant.tenant_id, json_format.MessageToJson(tenant), _now().isoformat()),
+        config, now = json_format.MessageToJson(tenant), _now().isoformat()
+        async with self._connection() as db:
+            async with db.execute(
+                "SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,)
+            ) as cursor:
+                existed = await cursor.fetchone() is not None
+            await db.execute(
+                "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
+                "updated_at = excluded.updated_at",
+                (tenant.tenant_id, config, now),
             )
-        except sqlite3.IntegrityError:
-            await self.db.execute(
-                "UPDATE tenants SET config = ?, updated_at = ? WHERE tenant_id = ?",
-                (json_format.MessageToJson(tenant), _now().isoformat(), tenant.tenant_id),
-            )
-            return False
-        return True
+        return not existed

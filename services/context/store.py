@@ -1,7 +1,8 @@
 """The relational store port: sessions, turns, tenants and the outbox.
 
 Every method takes the tenant explicitly; adapters must never read or write another tenant's
-rows. The embedded adapter is SQLite (`sqlite.py`).
+rows. Adapters raise UNAVAILABLE (`MeshError`, with retry advice) when the store cannot be
+reached and ALREADY_EXISTS for a duplicate id. The embedded adapter is SQLite (`sqlite.py`).
 """
 
 from collections.abc import Sequence
@@ -47,3 +48,13 @@ class SessionStore(Protocol):
 
     async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
         """Insert or replace; True when it was created."""
+
+
+def open_store(url: str) -> SessionStore:
+    """The store adapter for `url`; refuses a scheme it does not know rather than guess."""
+    scheme = url.split(":", 1)[0]
+    if scheme == "sqlite":
+        from services.context.sqlite import SqliteStore
+
+        return SqliteStore.from_url(url)
+    raise ValueError(f"unsupported CONTEXT_STORE_URL scheme '{scheme}' (supported: sqlite:///)")

@@ -2,7 +2,8 @@
 
 Each channel presents this component's certificate, checks that the server's certificate names
 the service it meant to reach, adds correlation metadata and the propagated deadline to every
-call, and retries UNAVAILABLE with exponential backoff (gRPC's own retry policy).
+call, and retries UNAVAILABLE with exponential backoff (gRPC's own retry policy) on the RPCs
+whose contract declares them idempotent.
 """
 
 from __future__ import annotations
@@ -10,27 +11,57 @@ from __future__ import annotations
 import json
 
 import grpc
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from metaagent.context.v1 import context_service_pb2_grpc
-from metaagent.llm.v1 import llm_service_pb2_grpc
-from metaagent.orchestrator.v1 import orchestrator_service_pb2_grpc
-from metaagent.retrieval.v1 import retrieval_service_pb2_grpc
-from metaagent.speech.v1 import speech_service_pb2_grpc
+from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
+from metaagent.llm.v1 import llm_service_pb2, llm_service_pb2_grpc
+from metaagent.orchestrator.v1 import orchestrator_service_pb2, orchestrator_service_pb2_grpc
+from metaagent.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_grpc
+from metaagent.speech.v1 import speech_service_pb2, speech_service_pb2_grpc
 
 from services.mesh import identity
 from services.mesh.interceptors import client_interceptors
 from services.mesh.settings import MeshSettings
 from services.mesh.tls import MeshTls
 
+SERVICES: dict[str, ServiceDescriptor] = {
+    identity.CONTEXT: context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
+    identity.RETRIEVAL: retrieval_service_pb2.DESCRIPTOR.services_by_name["RetrievalService"],
+    identity.LLM: llm_service_pb2.DESCRIPTOR.services_by_name["LlmService"],
+    identity.SPEECH: speech_service_pb2.DESCRIPTOR.services_by_name["SpeechService"],
+    identity.ORCHESTRATOR: orchestrator_service_pb2.DESCRIPTOR.services_by_name[
+        "OrchestratorService"
+    ],
+}
+"""The gRPC service each component serves."""
 
-def retry_service_config(attempts: int) -> str:
-    """A gRPC service config retrying UNAVAILABLE on every method with jittered backoff
-    (`attempts` counts the first try; gRPC requires at least 2)."""
+RETRYABLE_LEVELS = (
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+)
+
+
+def retryable_methods(service: ServiceDescriptor | None) -> list[dict[str, str]]:
+    """Service-config names of the RPCs safe to replay: those declaring an idempotency level."""
+    names = [{"service": "grpc.health.v1.Health", "method": "Check"}]
+    if service is not None:
+        names += [
+            {"service": service.full_name, "method": method.name}
+            for method in service.methods
+            if method.GetOptions().idempotency_level in RETRYABLE_LEVELS
+        ]
+    return names
+
+
+def retry_service_config(attempts: int, service: ServiceDescriptor | None) -> str:
+    """A gRPC service config retrying UNAVAILABLE, with jittered exponential backoff, on the
+    idempotent RPCs of `service` only (`attempts` counts the first try; gRPC wants >= 2)."""
     return json.dumps(
         {
             "methodConfig": [
                 {
-                    "name": [{}],
+                    "name": retryable_methods(service),
                     "retryPolicy": {
                         "maxAttempts": attempts,
                         "initialBackoff": "0.05s",
@@ -56,7 +87,10 @@ def open_channel(
     if settings.grpc_retry_attempts > 1:
         options += [
             ("grpc.enable_retries", 1),
-            ("grpc.service_config", retry_service_config(settings.grpc_retry_attempts)),
+            (
+                "grpc.service_config",
+                retry_service_config(settings.grpc_retry_attempts, SERVICES.get(target)),
+            ),
         ]
     else:
         options.append(("grpc.enable_retries", 0))

@@ -26,6 +26,8 @@ PROPAGATED_CODES = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.INVALID_ARGUMENT,
         grpc.StatusCode.ABORTED,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.CANCELLED,
     }
 )
@@ -49,6 +51,8 @@ class MeshError(Exception):
     violations: Sequence[FieldViolation] = ()
     retry_after: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    domain: str = ERROR_DOMAIN
+    """`metaagent.dev` for errors our code raised; empty for gRPC's own (transport) errors."""
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -89,7 +93,7 @@ class MeshError(Exception):
         code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
         message = error.details() if hasattr(error, "details") else str(error)
         trailers: Any = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-        result = cls(code=code, message=message or code.name, reason=code.name)
+        result = cls(code=code, message=message or code.name, reason=code.name, domain="")
         for key, value in trailers or ():
             if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
                 result._absorb(status_pb2.Status.FromString(value))
@@ -99,12 +103,19 @@ class MeshError(Exception):
     def from_dependency(cls, error: grpc.RpcError) -> "MeshError":
         """What a failed downstream call becomes for this server's own caller.
 
-        Transient and resource codes keep their code and details, so retry advice travels
-        upstream; codes that reveal a bug or a misconfiguration between services (permission,
-        authentication, unimplemented, internal) become INTERNAL without the peer's message.
+        Our own errors (domain `metaagent.dev`) keep code, message and details, so field
+        violations and retry advice travel upstream. gRPC's transport errors keep their code
+        with a generic message (no addresses or internals). Refusals between services
+        (permission, authentication), unimplemented RPCs and internal failures reveal a bug or a
+        misconfiguration, not a caller's mistake: they become INTERNAL without the peer's text.
         """
         downstream = cls.from_rpc_error(error)
-        if downstream.code in PROPAGATED_CODES:
+        ours = downstream.domain == ERROR_DOMAIN
+        if downstream.code in PROPAGATED_CODES or (
+            ours and downstream.code == grpc.StatusCode.UNIMPLEMENTED
+        ):
+            if not ours:
+                downstream.message = f"a dependency failed: {downstream.code.name}"
             return downstream
         return cls(
             grpc.StatusCode.INTERNAL,
@@ -121,6 +132,7 @@ class MeshError(Exception):
                 detail.Unpack(info)
                 self.reason = info.reason
                 self.metadata = dict(info.metadata)
+                self.domain = info.domain
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
@@ -156,6 +168,10 @@ def permission_denied(message: str, reason: str = "PERMISSION_DENIED") -> MeshEr
 
 def failed_precondition(message: str, reason: str = "FAILED_PRECONDITION") -> MeshError:
     return MeshError(grpc.StatusCode.FAILED_PRECONDITION, message, reason)
+
+
+def already_exists(message: str, reason: str = "ALREADY_EXISTS") -> MeshError:
+    return MeshError(grpc.StatusCode.ALREADY_EXISTS, message, reason)
 
 
 def unavailable(message: str, retry_after: float = 1.0, reason: str = "UNAVAILABLE") -> MeshError:

@@ -3,7 +3,8 @@
 On the way in every call is checked in this order, failing closed:
 1. the peer proves a mesh identity with its certificate (else UNAUTHENTICATED);
 2. the RPC's policy admits that identity (else PERMISSION_DENIED);
-3. correlation metadata is present and well formed (else INVALID_ARGUMENT with a field
+3. the server is ready, health and reflection excepted (else UNAVAILABLE with retry advice);
+4. correlation metadata is present and well formed (else INVALID_ARGUMENT with a field
    violation per bad key);
 then the ids and the inbound deadline are bound to contextvars for logs and outbound calls, and
 any `MeshError` the logic raises becomes a status with details; any other exception becomes
@@ -25,7 +26,7 @@ import grpc
 
 from services.mesh import correlation
 from services.mesh.certs import identity_of
-from services.mesh.errors import FieldViolation, MeshError, invalid_argument
+from services.mesh.errors import FieldViolation, MeshError, invalid_argument, unavailable
 from services.mesh.policy import MethodPolicy, lookup
 
 log = logging.getLogger("metaagent.rpc")
@@ -89,8 +90,11 @@ def read_call_context(
 class MeshServerInterceptor(grpc.aio.ServerInterceptor):
     """Guards every RPC of a server; see the module docstring for the order of checks."""
 
-    def __init__(self, policies: Mapping[str, MethodPolicy]) -> None:
+    def __init__(
+        self, policies: Mapping[str, MethodPolicy], ready: asyncio.Event | None = None
+    ) -> None:
         self._policies = policies
+        self._ready = ready
 
     async def intercept_service(
         self,
@@ -130,6 +134,12 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                         "CALLER_NOT_ALLOWED",
                         metadata={"caller": caller, "method": method},
                     )
+                if self._ready is not None and not (self._ready.is_set() or policy.infrastructure):
+                    raise unavailable(
+                        "the service is starting; its dependencies are not ready yet",
+                        retry_after=0.5,
+                        reason="NOT_READY",
+                    )
                 metadata = dict(context.invocation_metadata() or ())
                 call = read_call_context(metadata, policy, caller)
                 call = dataclasses.replace(
@@ -148,8 +158,13 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
             except NotImplementedError:
                 code, reason = grpc.StatusCode.UNIMPLEMENTED, "NOT_IMPLEMENTED"
                 await context.abort(code, f"{method} is not implemented by this server")
-            except (grpc.aio.AbortError, asyncio.CancelledError):
-                code, reason = grpc.StatusCode.CANCELLED, "ABORTED_OR_CANCELLED"
+            except grpc.aio.AbortError:
+                aborted_with = context.code()
+                code = aborted_with if isinstance(aborted_with, grpc.StatusCode) else code
+                reason = "ABORTED_BY_SERVICER"
+                raise
+            except asyncio.CancelledError:
+                code, reason = grpc.StatusCode.CANCELLED, "CANCELLED"
                 raise
             except Exception:
                 code, reason = grpc.StatusCode.INTERNAL, "UNHANDLED"

@@ -1,7 +1,8 @@
 """Server bootstrap: grpc.aio over mTLS with health, reflection, readiness and graceful stop.
 
 Health starts NOT_SERVING for every service; it turns SERVING once each readiness check has
-passed (checks are retried with backoff), and back to NOT_SERVING when shutdown begins. On
+passed (checks are retried with backoff), and back to NOT_SERVING when shutdown begins. Until
+then every RPC but health and reflection answers UNAVAILABLE (reason NOT_READY). On
 SIGTERM or SIGINT new calls are refused and in-flight calls get the grace period to finish.
 """
 
@@ -80,7 +81,7 @@ class MeshServer:
         """Bind and start serving (NOT_SERVING until ready); return the bound port."""
         tls = MeshTls.load(self.settings.certs_dir, self.identity)
         server = grpc.aio.server(
-            interceptors=[MeshServerInterceptor(self._policies)],
+            interceptors=[MeshServerInterceptor(self._policies, self.ready)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 
+import grpc
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.llm.v1 import llm_service_pb2 as llm_pb
@@ -20,6 +21,7 @@ from metaagent.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
+from services.mesh.errors import MeshError, failed_precondition
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.validation import validate_process_request
 
@@ -97,7 +99,7 @@ class TurnProcessor:
     async def _prepare(self, request: pb.ProcessRequest) -> PreparedTurn:
         started = time.perf_counter()
         context = self._clients.context
-        session_reply, tenant_reply, search_reply = await asyncio.gather(
+        gathered = asyncio.gather(
             context.GetOrCreateSession(
                 context_pb.GetOrCreateSessionRequest(
                     session_id=request.session_id,
@@ -114,6 +116,14 @@ class TurnProcessor:
                 )
             ),
         )
+        try:
+            session_reply, tenant_reply, search_reply = await gathered
+        except grpc.aio.AioRpcError as error:
+            if MeshError.from_rpc_error(error).reason == "TENANT_NOT_FOUND":
+                raise failed_precondition(
+                    "this tenant is not configured", "TENANT_NOT_CONFIGURED"
+                ) from None
+            raise
         hits = list(search_reply.hits)
         prompt = build_prompt(tenant_reply.tenant, session_reply.context, hits, request.input.text)
         return PreparedTurn(

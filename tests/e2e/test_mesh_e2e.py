@@ -39,7 +39,7 @@ async def test_the_seed_request_flows_through_every_service(tmp_path: Path) -> N
         }
         assert all(row["status"] == "SERVING" for row in status["components"])
 
-        token = mesh.run("token", "--tenant", "demo").stdout.strip()
+        token = mesh.run("token", "--tenant", "demo", "--sub", "user-42").stdout.strip()
         headers = {"Authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=mesh.gateway_url, timeout=30) as client:
             reply = await client.post(

@@ -17,7 +17,13 @@ from gateway.app import create_app
 from gateway.auth import issue_token
 from gateway.settings import GatewaySettings
 from services.mesh import correlation
-from services.mesh.errors import FieldViolation, internal, invalid_argument, unavailable
+from services.mesh.errors import (
+    FieldViolation,
+    internal,
+    invalid_argument,
+    permission_denied,
+    unavailable,
+)
 from services.mesh.settings import MeshSettings
 from tests.support.servers import orchestrator_binding, running
 
@@ -255,3 +261,105 @@ async def test_readiness_fails_when_the_orchestrator_is_unreachable(state_dir: P
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
             assert (await client.get("/readyz")).status_code == 503
             assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_a_mesh_refusal_behind_the_gateway_is_a_plain_500(gateway: Gateway) -> None:
+    gateway.orchestrator.outcome = lambda _request: _raise(
+        permission_denied("'gateway' may not call /x.Y/Z", "CALLER_NOT_ALLOWED")
+    )
+    reply = await gateway.client.post(PATH, json=SEED_REQUEST, headers=gateway.token())
+    assert reply.status_code == 500
+    assert reply.json()["detail"] == "internal error"
+    assert "x.Y" not in reply.text
+    assert "gateway" not in reply.text
+
+
+async def test_an_unreachable_orchestrator_is_503_without_addresses(state_dir: Path) -> None:
+    from tests.support.ports import free_port
+
+    port = free_port()
+    settings = GatewaySettings(
+        state_dir=state_dir,
+        orchestrator_addr=f"127.0.0.1:{port}",
+        jwt_secret="k" * 40,
+        grpc_retry_attempts=1,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            token = issue_token(settings, tenant_id="demo", role="user", subject="user-7", ttl=60)
+            reply = await client.post(
+                PATH, json=SEED_REQUEST, headers={"Authorization": f"Bearer {token}"}
+            )
+            ready = await client.get("/readyz")
+    assert reply.status_code == 503
+    assert str(port) not in reply.text
+    assert "127.0.0.1" not in reply.text
+    assert ready.json() == {"status": "not ready"}
+
+
+async def test_a_user_token_acts_only_for_its_own_user(gateway: Gateway) -> None:
+    other = {**SEED_REQUEST, "userId": "someone-else"}
+    refused = await gateway.client.post(PATH, json=other, headers=gateway.token())
+    assert refused.status_code == 403
+    assert refused.json()["title"] == "User mismatch"
+    implied = {k: v for k, v in SEED_REQUEST.items() if k != "userId"}
+    assert (
+        await gateway.client.post(PATH, json=implied, headers=gateway.token())
+    ).status_code == 200
+    assert gateway.orchestrator.seen[-1][0].user_id == "user-7"
+    agent = await gateway.client.post(PATH, json=other, headers=gateway.token(role="agent"))
+    assert agent.status_code == 200
+    assert gateway.orchestrator.seen[-1][0].user_id == "someone-else"
+
+
+async def test_a_chunked_body_is_cut_off_at_the_limit(gateway: Gateway) -> None:
+    sent = 0
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b'{"tenantId": "demo", "padding": "'
+        for _ in range(10_000):
+            sent += 1024
+            yield b"x" * 1024
+
+    reply = await gateway.client.post(
+        PATH, content=endless(), headers={**gateway.token(), "Content-Type": "application/json"}
+    )
+    assert reply.status_code == 413
+    assert gateway.orchestrator.seen == []
+
+
+async def test_tokens_living_longer_than_allowed_are_refused(gateway: Gateway) -> None:
+    now = int(time.time())
+    long_lived = gateway.token(iat=now, exp=now + 3 * 365 * 86400)
+    reply = await gateway.client.post(PATH, json=SEED_REQUEST, headers=long_lived)
+    assert reply.status_code == 401
+    assert "lives longer" in reply.json()["detail"]
+
+
+async def test_audience_and_issuer_are_enforced_when_configured(gateway: Gateway) -> None:
+    gateway.settings.jwt_audience = "metaagent-gateway"
+    gateway.settings.jwt_issuer = "https://login.example/tenant"
+    good = gateway.token(aud="metaagent-gateway", iss="https://login.example/tenant")
+    assert (await gateway.client.post(PATH, json=SEED_REQUEST, headers=good)).status_code == 200
+    for claims in (
+        {"aud": "other-api", "iss": "https://login.example/tenant"},
+        {"aud": "metaagent-gateway", "iss": "someone"},
+        {},
+    ):
+        token = issue_token(
+            GatewaySettings(state_dir=gateway.settings.state_dir, jwt_secret="k" * 40),
+            tenant_id="demo",
+            role="user",
+            subject="user-7",
+            ttl=60,
+        )
+        if claims:
+            payload = jwt.decode(token, options={"verify_signature": False}) | claims
+            token = jwt.encode(payload, "k" * 40, "HS256")
+        reply = await gateway.client.post(
+            PATH, json=SEED_REQUEST, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert reply.status_code == 401, claims

@@ -1,14 +1,16 @@
 """Deadlines: an outbound call never gets more time than the inbound call has left."""
 
-import asyncio
+import dataclasses
+import time
 from typing import Any
 
 import grpc
-import pytest
 from metaagent.llm.v1 import llm_service_pb2 as llm_pb
 
+from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.settings import MeshSettings
+from tests.support.calls import demo_prompt
 from tests.support.chain import BackBehaviour, chain
 
 
@@ -43,15 +45,24 @@ async def test_without_an_inbound_deadline_the_default_timeout_applies(
 
 
 async def test_an_expired_inbound_deadline_never_reaches_downstream(settings: MeshSettings) -> None:
+    """The handler is still alive, but the time its caller allowed is spent: the outbound call
+    must fail at once with DEADLINE_EXCEEDED instead of using the default timeout."""
+    codes: list[grpc.StatusCode] = []
+    back_calls_then: list[int] = []
+
     async def back(context: Any) -> llm_pb.GenerateResponse:
-        return llm_pb.GenerateResponse()
+        return llm_pb.GenerateResponse(generation=llm_pb.Generation(reply_text="ok"))
 
-    async def slow_front(clients: MeshClients) -> None:
-        await asyncio.sleep(0.15)
+    async def front_with_spent_deadline(clients: MeshClients) -> None:
+        spent = dataclasses.replace(correlation.current(), deadline=time.monotonic() - 0.01)
+        with correlation.bound(spent):
+            try:
+                await clients.llm.Generate(demo_prompt())
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code())
+        back_calls_then.append(mesh.back.calls)
 
-    async with chain(settings, back, front=slow_front) as mesh:
-        with pytest.raises(grpc.aio.AioRpcError) as failed:
-            await mesh.process(timeout=0.1)
-        await asyncio.sleep(0.1)
-        assert mesh.back.calls == 0
-    assert failed.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    async with chain(settings, back, front=front_with_spent_deadline) as mesh:
+        await mesh.process(timeout=5)
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED]
+    assert back_calls_then == [0]

@@ -109,3 +109,57 @@ async def test_other_failures_are_not_retried(settings: MeshSettings) -> None:
         with pytest.raises(grpc.aio.AioRpcError):
             await mesh.process()
         assert mesh.back.calls == 1
+
+
+def test_only_rpcs_declared_idempotent_are_retried() -> None:
+    from services.mesh.clients import SERVICES, retryable_methods
+
+    context = {name["method"] for name in retryable_methods(SERVICES["context"])[1:]}
+    assert {"GetTenant", "GetSession", "GetOrCreateSession"} <= context
+    assert not {"CommitTurn", "AppendAudit", "MarkOutbox", "EraseUser"} & context
+    orchestrator = retryable_methods(SERVICES["orchestrator"])
+    assert orchestrator == [{"service": "grpc.health.v1.Health", "method": "Check"}]
+
+
+async def test_a_write_that_fails_unavailable_is_not_replayed(settings: MeshSettings) -> None:
+    from metaagent.orchestrator.v1 import orchestrator_service_pb2 as orch_pb
+    from metaagent.orchestrator.v1 import orchestrator_service_pb2_grpc
+
+    from services.mesh.clients import open_channel
+    from tests.support.calls import METADATA
+    from tests.support.servers import orchestrator_binding, running
+
+    class Unavailable(orchestrator_service_pb2_grpc.OrchestratorServiceServicer):
+        calls = 0
+
+        async def Process(self, request: Any, context: Any) -> orch_pb.ProcessResponse:
+            Unavailable.calls += 1
+            raise unavailable("committed, then the connection dropped")
+
+    async with running("orchestrator", settings, [orchestrator_binding(Unavailable())]) as (_, a):
+        client = MeshSettings(
+            state_dir=settings.state_dir, orchestrator_addr=a, grpc_retry_attempts=4
+        )
+        async with open_channel(client, "gateway", "orchestrator") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as failed:
+                await orchestrator_service_pb2_grpc.OrchestratorServiceStub(channel).Process(
+                    orch_pb.ProcessRequest(), metadata=METADATA
+                )
+    assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert Unavailable.calls == 1
+
+
+async def test_a_servicers_own_abort_keeps_its_code_in_the_reply_and_the_log(
+    settings: MeshSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="metaagent.rpc")
+
+    async def aborting(context: Any) -> llm_pb.GenerateResponse:
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+        raise AssertionError("abort returns only by raising")
+
+    async with chain(settings, aborting) as mesh:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await mesh.process()
+    lines = [r for r in caplog.records if "LlmService/Generate" in r.getMessage()]
+    assert [(r.code, r.reason) for r in lines] == [("NOT_FOUND", "ABORTED_BY_SERVICER")]

@@ -3,7 +3,10 @@
 import asyncio
 from pathlib import Path
 
+import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from metaagent.llm.v1 import llm_service_pb2_grpc
 
 from services.context.app import build_server as build_context
 from services.context.settings import ContextSettings
@@ -12,11 +15,13 @@ from services.llm.offline import OfflineResponder
 from services.llm.servicer import LlmServicer
 from services.llm.settings import LlmSettings
 from services.mesh.clients import open_channel, serving_status
+from services.mesh.errors import MeshError
 from services.mesh.settings import MeshSettings
 from services.orchestrator.app import build_server as build_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.retrieval.app import build_server as build_retrieval
 from services.retrieval.settings import RetrievalSettings
+from tests.support.calls import METADATA, demo_prompt
 from tests.support.ports import free_port
 from tests.support.servers import llm_binding, running, started
 
@@ -86,3 +91,29 @@ async def test_the_orchestrator_serves_only_once_its_dependencies_do(state_dir: 
                 assert await serving_status(channel) == "NOT_SERVING"
                 async with started(llm):
                     await _wait_for(channel, "SERVING")
+
+
+async def test_calls_before_readiness_are_unavailable_with_retry_advice(
+    settings: MeshSettings,
+) -> None:
+    gate = asyncio.Event()
+
+    async def dependency_ready() -> None:
+        await gate.wait()
+
+    servicer = LlmServicer(OfflineResponder(0.3), LlmSettings())
+    async with running("llm", settings, [llm_binding(servicer)], [dependency_ready]) as (_, addr):
+        client = MeshSettings(state_dir=settings.state_dir, llm_addr=addr, grpc_retry_attempts=1)
+        async with open_channel(client, "orchestrator", "llm") as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest())
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            llm = llm_service_pb2_grpc.LlmServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as early:
+                await llm.Generate(demo_prompt(), metadata=METADATA)
+            error = MeshError.from_rpc_error(early.value)
+            assert (error.code, error.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
+            assert error.retry_after == 0.5
+            gate.set()
+            await _wait_for(channel, "SERVING")
+            assert (await llm.Generate(demo_prompt(), metadata=METADATA)).generation.model

@@ -43,10 +43,16 @@ def test_production_refuses_missing_or_default_secrets(
         GatewaySettings()
 
 
-def test_production_starts_with_real_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_production_starts_with_real_secrets_audience_and_issuer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("METAAGENT_ENV", "production")
     monkeypatch.setenv("JWT_SECRET", "x9" * 20)
     monkeypatch.setenv("HMAC_SECRET", "y8" * 20)
+    with pytest.raises(ValidationError, match="JWT_AUDIENCE, JWT_ISSUER"):
+        GatewaySettings()
+    monkeypatch.setenv("JWT_AUDIENCE", "metaagent-gateway")
+    monkeypatch.setenv("JWT_ISSUER", "https://login.example/tenant")
     assert GatewaySettings().production
 
 

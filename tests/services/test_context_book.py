@@ -1,5 +1,6 @@
 """ContextBook on the embedded SQLite store: cache first, store on a miss, one tenant at a time."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from services.context.cache import MemoryCache
 from services.context.demo import demo_tenant
 from services.context.sessions import ContextBook
 from services.context.sqlite import SqliteStore
+from services.context.store import open_store
 from services.mesh.errors import MeshError
 
 
@@ -110,8 +112,8 @@ async def test_no_session_is_created_for_an_unconfigured_tenant(
 ) -> None:
     with pytest.raises(MeshError) as refused:
         await book.get_or_create("ghost", "s1", "u1", 1)
-    assert refused.value.code == grpc.StatusCode.NOT_FOUND
-    assert refused.value.reason == "TENANT_NOT_FOUND"
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.reason == "TENANT_NOT_CONFIGURED"
     assert await store.load_session("ghost", "s1", 0) is None
 
 
@@ -159,3 +161,43 @@ async def test_the_store_survives_a_restart(tmp_path: Path) -> None:
     assert json_format.MessageToDict(context.recent_turns[0].metadata) == {
         "intent": "checkout_flow"
     }
+
+
+async def test_concurrent_commits_on_one_connection_all_land(book: ContextBook) -> None:
+    for session in ("s1", "s2"):
+        await book.get_or_create("demo", session, "u1", 1)
+    await asyncio.gather(
+        *(book.commit_turn("demo", f"s{1 + n % 2}", [_turn(1, f"m{n}")], None) for n in range(20))
+    )
+    for session, parity in (("s1", 0), ("s2", 1)):
+        _, transcript = await book.session("demo", session, 100)
+        assert sorted(t.text for t in transcript) == sorted(
+            f"m{n}" for n in range(20) if n % 2 == parity
+        )
+
+
+async def test_a_store_that_is_not_open_is_unavailable_with_retry_advice(tmp_path: Path) -> None:
+    closed = SqliteStore(tmp_path / "never-opened.db")
+    with pytest.raises(MeshError) as failed:
+        await closed.load_session("demo", "s1", 5)
+    assert failed.value.code == grpc.StatusCode.UNAVAILABLE
+    assert failed.value.retry_after == 1.0
+
+
+async def test_a_duplicate_turn_id_is_already_exists(book: ContextBook) -> None:
+    await book.get_or_create("demo", "s1", "u1", 1)
+    turn = _turn(1, "once")
+    turn.turn_id = "turn-fixed"
+    await book.commit_turn("demo", "s1", [turn], None)
+    with pytest.raises(MeshError) as duplicate:
+        await book.commit_turn("demo", "s1", [turn], None)
+    assert duplicate.value.code == grpc.StatusCode.ALREADY_EXISTS
+    _, transcript = await book.session("demo", "s1", 10)
+    assert [t.text for t in transcript] == ["once"]
+
+
+@pytest.mark.parametrize("url", ["postgresql://app:pw@db:5432/meta", "mongodb://x", "context.db"])
+def test_an_unknown_store_url_is_refused_not_guessed(url: str) -> None:
+    with pytest.raises(ValueError, match="unsupported CONTEXT_STORE_URL scheme") as refused:
+        open_store(url)
+    assert "pw" not in str(refused.value)

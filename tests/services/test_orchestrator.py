@@ -109,13 +109,14 @@ async def test_event_input_is_unimplemented(gateway: MeshClients) -> None:
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_an_unconfigured_tenant_is_not_found_and_gets_no_session(
+async def test_an_unconfigured_tenant_is_a_failed_precondition_and_gets_no_session(
     gateway: MeshClients,
 ) -> None:
     with _as(tenant="ghost"):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await gateway.orchestrator.Process(_request())
-        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert MeshError.from_rpc_error(refused.value).reason == "TENANT_NOT_CONFIGURED"
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await _session(gateway, "s-1")
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
@@ -148,3 +149,17 @@ async def test_the_speech_service_may_ask_for_turns_but_the_llm_may_not(
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await speech.close()
     await llm.close()
+
+
+async def test_a_session_cannot_be_continued_as_another_user(gateway: MeshClients) -> None:
+    with _as():
+        await gateway.orchestrator.Process(_request("s-owned", user_id="alice"))
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await gateway.orchestrator.Process(_request("s-owned", user_id="mallory"))
+        stored = await _session(gateway, "s-owned")
+    error = MeshError.from_rpc_error(refused.value)
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SESSION_OWNED_BY_ANOTHER_USER",
+    )
+    assert len(stored.transcript) == 2
