@@ -66,10 +66,9 @@ async def test_the_seed_request_flows_through_every_service(tmp_path: Path) -> N
             assert all(a["status"] == "pending" and a["actionId"] for a in second["actions"])
             assert second["actions"][0]["params"]["productId"] == "product-kobe-6-protro"
 
-        await asyncio.sleep(0.3)
-        for component in ("gateway", "orchestrator", "context", "retrieval", "llm"):
-            ids = {line.get("correlationId") for line in mesh.log(component)}
-            assert "corr-e2e-0001" in ids, f"{component} never logged the correlation id"
+        touched = ("gateway", "orchestrator", "context", "retrieval", "llm")
+        missing = await _components_without(mesh, touched, "corr-e2e-0001")
+        assert not missing, f"never logged the correlation id: {missing}"
         customer_text = SEED_REQUEST["input"]["text"]
         for component in ("gateway", "orchestrator", "context", "retrieval", "llm"):
             raw = (mesh.state_dir / "logs" / f"{component}.log").read_text()
@@ -111,6 +110,22 @@ async def test_a_child_that_keeps_dying_stops_the_run_with_a_clear_message(tmp_p
     output = (tmp_path / "dev-output.log").read_text()
     assert "cannot listen on" in output
     assert "stopped: llm exited with code 1 4 times" in output
+
+
+async def _components_without(mesh, components: tuple[str, ...], correlation_id: str) -> set[str]:
+    """Components whose log has no line with `correlation_id`, after up to 10 s of waiting
+    for the supervisor to copy their output."""
+    missing = set(components)
+    for _ in range(100):
+        missing = {
+            component
+            for component in missing
+            if correlation_id not in {line.get("correlationId") for line in mesh.log(component)}
+        }
+        if not missing:
+            break
+        await asyncio.sleep(0.1)
+    return missing
 
 
 def _pid_of(state_dir: Path, component: str) -> int:
