@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--sub", default="dev-user", help="the subject (user id)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
 
+    migrate = commands.add_parser("migrate", help="apply the context store's migrations")
+    migrate.add_argument(
+        "--url",
+        help="owner-role URL (default: CONTEXT_MIGRATIONS_URL, then CONTEXT_STORE_URL)",
+    )
+
     status = commands.add_parser("status", help="each component's address and health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -48,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "certs":
         return _certs(force=args.force)
+    if args.command == "migrate":
+        return _migrate(args.url)
     if args.command == "token":
         return _token(args.tenant, args.role, args.sub, args.ttl)
     return _status(as_json=args.json)
@@ -60,6 +68,33 @@ def _certs(*, force: bool) -> int:
     settings = MeshSettings()
     written = ensure_dev_pki(settings.certs_dir, force=force)
     print(f"certificates in {settings.certs_dir}: " + (", ".join(written) or "all current"))
+    return 0
+
+
+def _migrate(url: str | None) -> int:
+    from services.context.settings import ContextSettings
+    from services.context.store import open_store
+    from services.mesh.errors import MeshError
+
+    settings = ContextSettings()
+    target = url or settings.migrations_url or settings.resolved_store_url()
+
+    async def run() -> list[str]:
+        if target.startswith("sqlite:"):
+            store = open_store(target)
+            await store.open()
+            await store.close()
+            return ["sqlite schema current"]
+        from services.context.migrations.runner import migrate_postgres
+
+        return await migrate_postgres(target)
+
+    try:
+        applied = uvloop.run(run())
+    except (OSError, MeshError) as error:
+        print(f"metaagent migrate: {error}", file=sys.stderr)
+        return 1
+    print("applied: " + (", ".join(applied) or "nothing, the schema is current"))
     return 0
 
 

@@ -7,12 +7,14 @@ checks need buf. They skip when the server or tool is missing on a developer's m
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from services.mesh.certs import Authority, ensure_dev_pki
 from services.mesh.settings import MeshSettings
+from tests.support.postgres import ThrowawayDatabase, create_test_database, drop_test_database
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -42,6 +44,27 @@ def postgres_dsn(request: pytest.FixtureRequest) -> str:
     if not _reachable("127.0.0.1", 5432):
         pytest.skip("needs a PostgreSQL server on 127.0.0.1:5432")
     return POSTGRES_DSN
+
+
+@pytest.fixture(scope="session")
+def _postgres_database() -> Iterator[ThrowawayDatabase | None]:
+    if not _reachable("127.0.0.1", 5432):
+        yield None
+        return
+    database = create_test_database(POSTGRES_DSN)
+    yield database
+    drop_test_database(database)
+
+
+@pytest.fixture
+def postgres_database(
+    request: pytest.FixtureRequest, _postgres_database: ThrowawayDatabase | None
+) -> ThrowawayDatabase:
+    """A migrated database shared by the session; tests keep apart by using their own tenants."""
+    request.node.add_marker("needs_postgres")
+    if _postgres_database is None:
+        pytest.skip("needs a PostgreSQL server on 127.0.0.1:5432")
+    return _postgres_database
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
 
 from services.context.cache import open_cache
 from services.context.demo import DEMO_TENANT_ID, demo_tenant
+from services.context.migrations.runner import migrate_postgres
 from services.context.servicer import ContextServicer
 from services.context.sessions import ContextBook
 from services.context.settings import ContextSettings
@@ -23,6 +24,8 @@ def build_server(settings: ContextSettings) -> MeshServer:
     )
 
     async def open_and_seed() -> None:
+        if settings.migrations_url:
+            await migrate_postgres(settings.migrations_url)
         await store.open()
         if await store.get_tenant(DEMO_TENANT_ID) is None:
             await store.put_tenant(demo_tenant())

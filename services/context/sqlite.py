@@ -3,19 +3,31 @@
 import asyncio
 import json
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.context.v1 import outbox_pb2
 
+from services.context.rows import (
+    OUTBOX_COLUMNS,
+    PENDING_COLUMNS,
+    TRANSCRIPT_COLUMNS,
+    TURN_COLUMNS,
+    outbox_message_from,
+    outbox_values,
+    prepare_turn,
+    timestamp,
+    turn_from,
+    turn_values,
+)
 from services.context.store import StoreUnavailable
-from services.mesh.errors import already_exists, unavailable
+from services.mesh.errors import already_exists, not_found, unavailable
 
 MIGRATIONS = (
     """
@@ -53,10 +65,12 @@ MIGRATIONS = (
         tenant_id TEXT NOT NULL,
         session_id TEXT NOT NULL,
         turn_id TEXT NOT NULL,
+        correlation_id TEXT NOT NULL DEFAULT '',
         action_type TEXT NOT NULL,
         payload TEXT NOT NULL,
         status INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
         created_at TEXT NOT NULL
     );
     CREATE INDEX outbox_pending ON outbox (status, created_at);
@@ -68,12 +82,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _timestamp(value: str | None) -> Timestamp | None:
-    if not value:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(datetime.fromisoformat(value))
-    return stamp
+def _encode(value: Any) -> Any:
+    """A row value as SQLite keeps it: JSON text for structures, ISO text for instants."""
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _decode(columns: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
+    values = dict(zip(columns, row, strict=True))
+    for key in ("actions", "metadata", "payload"):
+        if key in values:
+            values[key] = json.loads(values[key])
+    for key in ("timestamp", "created_at"):
+        if values.get(key):
+            values[key] = datetime.fromisoformat(values[key])
+    return values
+
+
+def _instant(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _placeholders(columns: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in columns)
 
 
 class SqliteStore:
@@ -106,15 +140,22 @@ class SqliteStore:
                 raise unavailable("the context store is unavailable", retry_after=1.0) from error
 
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self._path, isolation_level=None)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA busy_timeout=5000")
-        async with db.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
-        version = int(row[0]) if row else 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            await db.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = int(row[0]) if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await db.executescript(
+                    f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
+                )
+        except (OSError, sqlite3.Error) as error:
+            raise unavailable(
+                f"the context store cannot be opened: {type(error).__name__}", retry_after=1.0
+            ) from None
         self._db = db
 
     async def close(self) -> None:
@@ -150,9 +191,9 @@ class SqliteStore:
             tenant_id=tenant_id,
             user_id=row[0],
             channel=row[1],
-            created_at=_timestamp(row[3]),
-            updated_at=_timestamp(row[4]),
-            expires_at=_timestamp(row[5]),
+            created_at=timestamp(_instant(row[3])),
+            updated_at=timestamp(_instant(row[4])),
+            expires_at=timestamp(_instant(row[5])),
         )
         json_format.Parse(row[2], context.short_context)
         context.recent_turns.extend(await self._transcript(db, tenant_id, session_id, recent_turns))
@@ -195,6 +236,12 @@ class SqliteStore:
         await db.execute("BEGIN IMMEDIATE")
         try:
             async with db.execute(
+                "SELECT 1 FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                (tenant_id, session_id),
+            ) as cursor:
+                if await cursor.fetchone() is None:
+                    raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+            async with db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM conversation_turns "
                 "WHERE tenant_id = ? AND session_id = ?",
                 (tenant_id, session_id),
@@ -203,47 +250,17 @@ class SqliteStore:
             seq = int(row[0]) if row else 0
             for turn in turns:
                 seq += 1
-                record = conversation_pb2.ConversationTurn()
-                record.CopyFrom(turn)
-                record.turn_id = record.turn_id or str(uuid.uuid4())
-                record.session_id, record.tenant_id = session_id, tenant_id
-                if not record.HasField("timestamp"):
-                    record.timestamp.FromDatetime(now)
-                for action in record.actions:
-                    action.action_id = action.action_id or str(uuid.uuid4())
-                    action.status = conversation_pb2.ACTION_STATUS_PENDING
+                record = prepare_turn(turn, tenant_id, session_id, now)
                 await db.execute(
-                    "INSERT INTO conversation_turns (turn_id, tenant_id, session_id, seq, role, "
-                    "text, actions, metadata, correlation_id, timestamp) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        record.turn_id,
-                        tenant_id,
-                        session_id,
-                        seq,
-                        record.role,
-                        record.text,
-                        json.dumps([json_format.MessageToDict(a) for a in record.actions]),
-                        json_format.MessageToJson(record.metadata),
-                        record.correlation_id,
-                        record.timestamp.ToDatetime(UTC).isoformat(),
-                    ),
+                    f"INSERT INTO conversation_turns ({', '.join(TURN_COLUMNS)}) "  # noqa: S608
+                    f"VALUES ({_placeholders(TURN_COLUMNS)})",
+                    tuple(_encode(v) for v in turn_values(record, seq)),
                 )
-                for action in record.actions:
-                    await db.execute(
-                        "INSERT INTO outbox (message_id, tenant_id, session_id, turn_id, "
-                        "action_type, payload, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            action.action_id,
-                            tenant_id,
-                            session_id,
-                            record.turn_id,
-                            action.type,
-                            json_format.MessageToJson(action),
-                            action.status,
-                            now.isoformat(),
-                        ),
-                    )
+                await db.executemany(
+                    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}, created_at) "  # noqa: S608
+                    f"VALUES ({_placeholders(OUTBOX_COLUMNS)}, ?)",
+                    [(*map(_encode, row), now.isoformat()) for row in outbox_values(record)],
+                )
                 stored.append(record)
             updates = ["updated_at = ?"]
             params: list[object] = [now.isoformat()]
@@ -273,28 +290,27 @@ class SqliteStore:
         if limit <= 0:
             return []
         async with db.execute(
-            "SELECT turn_id, role, text, actions, metadata, correlation_id, timestamp "
-            "FROM conversation_turns WHERE tenant_id = ? AND session_id = ? "
-            "ORDER BY seq DESC LIMIT ?",
+            f"SELECT {', '.join(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
+            "WHERE tenant_id = ? AND session_id = ? ORDER BY seq DESC LIMIT ?",
             (tenant_id, session_id, limit),
         ) as cursor:
             rows = await cursor.fetchall()
-        turns = []
-        for row in reversed(list(rows)):
-            turn = conversation_pb2.ConversationTurn(
-                turn_id=row[0],
-                session_id=session_id,
-                tenant_id=tenant_id,
-                role=row[1],
-                text=row[2],
-                correlation_id=row[5],
-                timestamp=_timestamp(row[6]),
-            )
-            for action in json.loads(row[3]):
-                json_format.ParseDict(action, turn.actions.add())
-            json_format.Parse(row[4], turn.metadata)
-            turns.append(turn)
-        return turns
+        return [
+            turn_from(_decode(TRANSCRIPT_COLUMNS, row), tenant_id, session_id)
+            for row in reversed(list(rows))
+        ]
+
+    async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
+        async with (
+            self._connection() as db,
+            db.execute(
+                f"SELECT {', '.join(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
+                "WHERE tenant_id = ? AND status = ? ORDER BY rowid LIMIT ?",
+                (tenant_id, conversation_pb2.ACTION_STATUS_PENDING, limit),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [outbox_message_from(_decode(PENDING_COLUMNS, row), tenant_id) for row in rows]
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with (

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.context.v1 import outbox_pb2
 
 
 class StoreUnavailable(Exception):
@@ -44,6 +45,9 @@ class SessionStore(Protocol):
         self, tenant_id: str, session_id: str, limit: int
     ) -> list[conversation_pb2.ConversationTurn]: ...
 
+    async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
+        """The tenant's PENDING outbox messages, oldest first."""
+
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None: ...
 
     async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
@@ -51,10 +55,17 @@ class SessionStore(Protocol):
 
 
 def open_store(url: str) -> SessionStore:
-    """The store adapter for `url`; refuses a scheme it does not know rather than guess."""
+    """The store adapter for `url`; refuses a scheme it does not know rather than guess.
+    Drivers are imported only for the adapter chosen."""
     scheme = url.split(":", 1)[0]
     if scheme == "sqlite":
         from services.context.sqlite import SqliteStore
 
         return SqliteStore.from_url(url)
-    raise ValueError(f"unsupported CONTEXT_STORE_URL scheme '{scheme}' (supported: sqlite:///)")
+    if scheme in ("postgres", "postgresql"):
+        from services.context.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(
+        f"unsupported CONTEXT_STORE_URL scheme '{scheme}' (supported: sqlite:///, postgresql://)"
+    )

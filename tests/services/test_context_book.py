@@ -196,7 +196,7 @@ async def test_a_duplicate_turn_id_is_already_exists(book: ContextBook) -> None:
     assert [t.text for t in transcript] == ["once"]
 
 
-@pytest.mark.parametrize("url", ["postgresql://app:pw@db:5432/meta", "mongodb://x", "context.db"])
+@pytest.mark.parametrize("url", ["mongodb://app:pw@x/db", "redis://x", "context.db"])
 def test_an_unknown_store_url_is_refused_not_guessed(url: str) -> None:
     with pytest.raises(ValueError, match="unsupported CONTEXT_STORE_URL scheme") as refused:
         open_store(url)

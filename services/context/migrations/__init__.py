@@ -1,0 +1,1 @@
+"""Versioned schema migrations of the context store, one folder per dialect."""

@@ -1,0 +1,263 @@
+"""The production store: PostgreSQL through asyncpg, with row-level security.
+
+Every operation runs in a transaction that first binds the tenant with
+`set_config('app.current_tenant_id', $1, true)` (a bound parameter, local to the
+transaction); the policies of migration 0001 then hide every other tenant's rows, even from a
+query that forgets its WHERE clause. The service's login role owns nothing and must be a member
+of `metaagent_app`; migrations run separately as the owner (`metaagent migrate`).
+"""
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import asyncpg
+from google.protobuf import json_format
+from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.context.v1 import outbox_pb2
+
+from services.context.migrations.runner import latest_version
+from services.context.rows import (
+    OUTBOX_COLUMNS,
+    PENDING_COLUMNS,
+    TRANSCRIPT_COLUMNS,
+    TURN_COLUMNS,
+    outbox_message_from,
+    outbox_values,
+    prepare_turn,
+    timestamp,
+    turn_from,
+    turn_values,
+)
+from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
+
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await connection.set_type_codec(
+            kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+class PostgresStore:
+    """SessionStore on PostgreSQL; one pool, one transaction per operation."""
+
+    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._min_size, self._max_size = min_size, max_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn, min_size=self._min_size, max_size=self._max_size, init=_json_codecs
+            )
+            version = await pool.fetchval("SELECT max(version) FROM schema_migrations")
+        except asyncpg.exceptions.UndefinedTableError:
+            version = None
+            pool = None
+        except UNAVAILABLE_ERRORS as error:
+            raise unavailable(f"the context store is unreachable: {type(error).__name__}") from None
+        if version is None or version < latest_version():
+            if pool is not None:
+                await pool.close()
+            raise failed_precondition(
+                f"the context store schema is at version {version or 0}, this service needs "
+                f"{latest_version()}: run `metaagent migrate` as the owner role",
+                "SCHEMA_BEHIND",
+            )
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _tenant(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in a transaction that sees only `tenant_id`'s rows."""
+        if self._pool is None:
+            raise unavailable("the context store is not open")
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                await connection.execute(
+                    "SELECT set_config('app.current_tenant_id', $1, true)", tenant_id
+                )
+                yield connection
+        except asyncpg.exceptions.UniqueViolationError as error:
+            raise already_exists(f"duplicate id ({error.constraint_name})") from None
+        except UNAVAILABLE_ERRORS as error:
+            raise unavailable(
+                f"the context store is unavailable: {type(error).__name__}", retry_after=1.0
+            ) from None
+
+    async def load_session(
+        self, tenant_id: str, session_id: str, recent_turns: int
+    ) -> conversation_pb2.SessionContext | None:
+        async with self._tenant(tenant_id) as connection:
+            return await self._load(connection, tenant_id, session_id, recent_turns)
+
+    async def _load(
+        self, connection: asyncpg.Connection, tenant_id: str, session_id: str, recent_turns: int
+    ) -> conversation_pb2.SessionContext | None:
+        row = await connection.fetchrow(
+            "SELECT user_id, channel, short_context, created_at, updated_at, expires_at "
+            "FROM session_contexts WHERE tenant_id = $1 AND session_id = $2",
+            tenant_id,
+            session_id,
+        )
+        if row is None:
+            return None
+        context = conversation_pb2.SessionContext(
+            session_id=session_id,
+            tenant_id=tenant_id,
+            user_id=row["user_id"],
+            channel=row["channel"],
+            created_at=timestamp(row["created_at"]),
+            updated_at=timestamp(row["updated_at"]),
+            expires_at=timestamp(row["expires_at"]),
+        )
+        json_format.ParseDict(row["short_context"], context.short_context)
+        context.recent_turns.extend(
+            await self._transcript(connection, tenant_id, session_id, recent_turns)
+        )
+        return context
+
+    async def create_session(
+        self, tenant_id: str, session_id: str, user_id: str, channel: int
+    ) -> conversation_pb2.SessionContext:
+        async with self._tenant(tenant_id) as connection:
+            await connection.execute(
+                "INSERT INTO session_contexts (tenant_id, session_id, user_id, channel) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                tenant_id,
+                session_id,
+                user_id,
+                channel,
+            )
+            created = await self._load(connection, tenant_id, session_id, 0)
+        assert created is not None
+        return created
+
+    async def commit_turns(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turns: Sequence[conversation_pb2.ConversationTurn],
+        short_context: conversation_pb2.ShortContext | None,
+    ) -> list[conversation_pb2.ConversationTurn]:
+        now = datetime.now(UTC)
+        stored: list[conversation_pb2.ConversationTurn] = []
+        async with self._tenant(tenant_id) as connection:
+            locked = await connection.fetchval(
+                "SELECT 1 FROM session_contexts WHERE tenant_id = $1 AND session_id = $2 "
+                "FOR UPDATE",
+                tenant_id,
+                session_id,
+            )
+            if locked is None:
+                raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+            seq = await connection.fetchval(
+                "SELECT COALESCE(max(seq), 0) FROM conversation_turns "
+                "WHERE tenant_id = $1 AND session_id = $2",
+                tenant_id,
+                session_id,
+            )
+            for turn in turns:
+                seq += 1
+                record = prepare_turn(turn, tenant_id, session_id, now)
+                await connection.execute(
+                    f"INSERT INTO conversation_turns ({_columns(TURN_COLUMNS)}) "  # noqa: S608
+                    f"VALUES ({_placeholders(TURN_COLUMNS)})",
+                    *turn_values(record, seq),
+                )
+                await connection.executemany(
+                    f"INSERT INTO outbox ({_columns(OUTBOX_COLUMNS)}) "  # noqa: S608
+                    f"VALUES ({_placeholders(OUTBOX_COLUMNS)})",
+                    outbox_values(record),
+                )
+                stored.append(record)
+            if short_context is not None:
+                await connection.execute(
+                    "UPDATE session_contexts SET short_context = $3, updated_at = now() "
+                    "WHERE tenant_id = $1 AND session_id = $2",
+                    tenant_id,
+                    session_id,
+                    json_format.MessageToDict(short_context),
+                )
+            else:
+                await connection.execute(
+                    "UPDATE session_contexts SET updated_at = now() "
+                    "WHERE tenant_id = $1 AND session_id = $2",
+                    tenant_id,
+                    session_id,
+                )
+        return stored
+
+    async def transcript(
+        self, tenant_id: str, session_id: str, limit: int
+    ) -> list[conversation_pb2.ConversationTurn]:
+        async with self._tenant(tenant_id) as connection:
+            return await self._transcript(connection, tenant_id, session_id, limit)
+
+    async def _transcript(
+        self, connection: asyncpg.Connection, tenant_id: str, session_id: str, limit: int
+    ) -> list[conversation_pb2.ConversationTurn]:
+        if limit <= 0:
+            return []
+        rows = await connection.fetch(
+            f"SELECT {_columns(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
+            "WHERE tenant_id = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3",
+            tenant_id,
+            session_id,
+            limit,
+        )
+        return [turn_from(dict(row), tenant_id, session_id) for row in reversed(rows)]
+
+    async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
+        async with self._tenant(tenant_id) as connection:
+            rows = await connection.fetch(
+                f"SELECT {_columns(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
+                "WHERE tenant_id = $1 AND status = $2 ORDER BY position LIMIT $3",
+                tenant_id,
+                conversation_pb2.ACTION_STATUS_PENDING,
+                limit,
+            )
+        return [outbox_message_from(dict(row), tenant_id) for row in rows]
+
+    async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
+        async with self._tenant(tenant_id) as connection:
+            config = await connection.fetchval(
+                "SELECT config FROM tenants WHERE tenant_id = $1", tenant_id
+            )
+        return None if config is None else json_format.ParseDict(config, tenant_pb2.TenantConfig())
+
+    async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
+        async with self._tenant(tenant.tenant_id) as connection:
+            inserted: bool = await connection.fetchval(
+                "INSERT INTO tenants (tenant_id, config) VALUES ($1, $2) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
+                "updated_at = now() RETURNING (xmax = 0)",
+                tenant.tenant_id,
+                json_format.MessageToDict(tenant),
+            )
+        return inserted
+
+
+def _columns(columns: tuple[str, ...]) -> str:
+    return ", ".join(f'"{column}"' for column in columns)
+
+
+def _placeholders(columns: tuple[str, ...]) -> str:
+    return ", ".join(f"${n}" for n in range(1, len(columns) + 1))

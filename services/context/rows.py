@@ -1,0 +1,140 @@
+"""The rows every store adapter writes and reads, as plain Python values.
+
+Adapters differ only in how they encode these values (JSON text and ISO dates for SQLite,
+jsonb and timestamptz for PostgreSQL), so the shape of a stored turn or outbox message is
+defined once, here.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+from metaagent.common.v1 import conversation_pb2
+from metaagent.context.v1 import outbox_pb2
+
+TURN_COLUMNS = (
+    "turn_id",
+    "tenant_id",
+    "session_id",
+    "seq",
+    "role",
+    "text",
+    "actions",
+    "metadata",
+    "correlation_id",
+    "timestamp",
+)
+OUTBOX_COLUMNS = (
+    "message_id",
+    "tenant_id",
+    "session_id",
+    "turn_id",
+    "correlation_id",
+    "action_type",
+    "payload",
+    "status",
+)
+TRANSCRIPT_COLUMNS = tuple(c for c in TURN_COLUMNS if c not in ("tenant_id", "session_id", "seq"))
+PENDING_COLUMNS = (
+    "message_id",
+    "session_id",
+    "correlation_id",
+    "action_type",
+    "payload",
+    "attempts",
+    "last_error",
+    "created_at",
+)
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def prepare_turn(
+    turn: conversation_pb2.ConversationTurn, tenant_id: str, session_id: str, now: datetime
+) -> conversation_pb2.ConversationTurn:
+    """The turn as every adapter stores it: ids and timestamp filled in, actions PENDING."""
+    record = conversation_pb2.ConversationTurn()
+    record.CopyFrom(turn)
+    record.turn_id = record.turn_id or str(uuid.uuid4())
+    record.session_id, record.tenant_id = session_id, tenant_id
+    if not record.HasField("timestamp"):
+        record.timestamp.FromDatetime(now)
+    for action in record.actions:
+        action.action_id = action.action_id or str(uuid.uuid4())
+        action.status = conversation_pb2.ACTION_STATUS_PENDING
+    return record
+
+
+def turn_values(record: conversation_pb2.ConversationTurn, seq: int) -> tuple[Any, ...]:
+    """Values for TURN_COLUMNS."""
+    return (
+        record.turn_id,
+        record.tenant_id,
+        record.session_id,
+        seq,
+        record.role,
+        record.text,
+        [json_format.MessageToDict(action) for action in record.actions],
+        json_format.MessageToDict(record.metadata),
+        record.correlation_id,
+        record.timestamp.ToDatetime(UTC),
+    )
+
+
+def outbox_values(record: conversation_pb2.ConversationTurn) -> list[tuple[Any, ...]]:
+    """Values for OUTBOX_COLUMNS, one row per action of the turn."""
+    return [
+        (
+            action.action_id,
+            record.tenant_id,
+            record.session_id,
+            record.turn_id,
+            record.correlation_id,
+            action.type,
+            json_format.MessageToDict(action),
+            action.status,
+        )
+        for action in record.actions
+    ]
+
+
+def turn_from(
+    values: dict[str, Any], tenant_id: str, session_id: str
+) -> conversation_pb2.ConversationTurn:
+    """A turn from TRANSCRIPT_COLUMNS values."""
+    turn = conversation_pb2.ConversationTurn(
+        turn_id=values["turn_id"],
+        session_id=session_id,
+        tenant_id=tenant_id,
+        role=values["role"],
+        text=values["text"],
+        correlation_id=values["correlation_id"],
+        timestamp=timestamp(values["timestamp"]),
+    )
+    for action in values["actions"]:
+        json_format.ParseDict(action, turn.actions.add())
+    json_format.ParseDict(values["metadata"], turn.metadata)
+    return turn
+
+
+def outbox_message_from(values: dict[str, Any], tenant_id: str) -> outbox_pb2.OutboxMessage:
+    """An outbox message from PENDING_COLUMNS values."""
+    return outbox_pb2.OutboxMessage(
+        message_id=values["message_id"],
+        tenant_id=tenant_id,
+        session_id=values["session_id"],
+        correlation_id=values["correlation_id"],
+        topic=f"action.{values['action_type']}",
+        action=json_format.ParseDict(values["payload"], conversation_pb2.Action()),
+        attempts=values["attempts"],
+        last_error=values["last_error"],
+        created_at=timestamp(values["created_at"]),
+    )
