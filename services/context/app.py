@@ -2,7 +2,7 @@
 
 from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
 
-from services.context.cache import open_cache
+from services.context.coordination import open_coordination
 from services.context.demo import DEMO_TENANT_ID, demo_tenant
 from services.context.migrations.runner import migrate_postgres
 from services.context.servicer import ContextServicer
@@ -15,10 +15,10 @@ from services.mesh.server import MeshServer, ServiceBinding
 
 def build_server(settings: ContextSettings) -> MeshServer:
     store = open_store(settings.resolved_store_url())
-    cache = open_cache(settings.cache_url)
+    coordination = open_coordination(settings.cache_url)
     book = ContextBook(
         store,
-        cache,
+        coordination.cache,
         ttl_seconds=settings.session_cache_ttl_seconds,
         recent_turns=settings.recent_turns,
     )
@@ -41,7 +41,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
             )
         ],
         readiness=[open_and_seed],
-        cleanup=[store.close, cache.close],
+        cleanup=[store.close, coordination.close],
     )
 
 

@@ -40,10 +40,3 @@ class MemoryCache:
 
     async def close(self) -> None:
         self._entries.clear()
-
-
-def open_cache(url: str) -> SessionCache:
-    """The cache adapter for `url`; `memory://` is the embedded default."""
-    if url.startswith("memory://"):
-        return MemoryCache()
-    raise ValueError(f"unsupported CONTEXT_CACHE_URL scheme: {url.split(':', 1)[0]}")

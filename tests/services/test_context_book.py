@@ -148,14 +148,18 @@ async def test_the_store_survives_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "again.db"
     first = SqliteStore(path)
     await first.open()
-    await first.put_tenant(demo_tenant())
-    await first.create_session("demo", "s1", "u1", 1)
-    await first.commit_turns("demo", "s1", [_turn(1, "hello")], None)
-    await first.close()
+    try:
+        await first.put_tenant(demo_tenant())
+        await first.create_session("demo", "s1", "u1", 1)
+        await first.commit_turns("demo", "s1", [_turn(1, "hello")], None)
+    finally:
+        await first.close()
     second = SqliteStore(path)
     await second.open()
-    context = await second.load_session("demo", "s1", 5)
-    await second.close()
+    try:
+        context = await second.load_session("demo", "s1", 5)
+    finally:
+        await second.close()
     assert context is not None
     assert [t.text for t in context.recent_turns] == ["hello"]
     assert json_format.MessageToDict(context.recent_turns[0].metadata) == {

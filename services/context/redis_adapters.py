@@ -1,0 +1,194 @@
+"""Cache, session locks and idempotency claims on Redis (redis-py asyncio).
+
+Keys carry the tenant, and the keys one script touches share a hash tag, so the scripts also
+run on a clustered Redis (Azure Cache for Redis, Premium). Redis errors surface as UNAVAILABLE;
+the cache is wrapped by `FallbackCache` so that a Redis outage only costs speed.
+"""
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+from redis import asyncio as redis_asyncio
+from redis.exceptions import RedisError
+
+from services.context.idempotency import Claim, ClaimState, fingerprint_conflict
+from services.context.locks import Lease, acquire_with_wait
+from services.mesh.errors import unavailable
+
+ACQUIRE = """
+if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+  return token
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+BEGIN = """
+local current = redis.call('GET', KEYS[1])
+if not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {'claimed', ARGV[1], redis.call('PTTL', KEYS[1])}
+end
+return {'existing', current, redis.call('PTTL', KEYS[1])}
+"""
+REPLACE_IF_CLAIMED = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local record = cjson.decode(current)
+if record.claim ~= ARGV[1] or record.state ~= 'claimed' then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  local replacement = cjson.decode(ARGV[2])
+  replacement.fp = record.fp
+  redis.call('SET', KEYS[1], cjson.encode(replacement), 'PX', ARGV[3])
+end
+return 1
+"""
+
+
+def connect(url: str) -> Any:
+    return redis_asyncio.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+
+
+def _unavailable(error: RedisError | OSError) -> Exception:
+    return unavailable(f"redis is unavailable: {type(error).__name__}", retry_after=1.0)
+
+
+class RedisCache:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return f"metaagent:cache:{key}"
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value: bytes | None = await self._client.get(self._key(key))
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        try:
+            await self._client.set(self._key(key), value, ex=ttl_seconds)
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._client.delete(self._key(key))
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+
+    async def close(self) -> None:
+        """The shared client belongs to `Coordination`, which closes it."""
+
+
+class RedisLocks:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
+
+    @staticmethod
+    def _keys(tenant_id: str, session_id: str) -> list[str]:
+        tag = f"{{{tenant_id}:{session_id}}}"
+        return [f"metaagent:lock:{tag}", f"metaagent:fence:{tag}"]
+
+    async def _try_once(self, tenant_id: str, session_id: str, ttl: float) -> Lease | None:
+        try:
+            token = int(
+                await self._acquire(keys=self._keys(tenant_id, session_id), args=[int(ttl * 1000)])
+            )
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return Lease(token, time.time() + ttl) if token else None
+
+    async def acquire(
+        self, tenant_id: str, session_id: str, ttl: float, wait: float
+    ) -> Lease | None:
+        return await acquire_with_wait(self._try_once, tenant_id, session_id, ttl, wait)
+
+    async def release(self, tenant_id: str, session_id: str, fencing_token: int) -> bool:
+        try:
+            released = await self._release(
+                keys=self._keys(tenant_id, session_id)[:1], args=[str(fencing_token)]
+            )
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return bool(released)
+
+    async def close(self) -> None:
+        """The shared client belongs to `Coordination`, which closes it."""
+
+
+class RedisIdempotency:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._begin = client.register_script(BEGIN)
+        self._replace = client.register_script(REPLACE_IF_CLAIMED)
+
+    @staticmethod
+    def _key(tenant_id: str, key: str) -> str:
+        return f"metaagent:idem:{{{tenant_id}}}:{key}"
+
+    async def begin(self, tenant_id: str, key: str, lease: float, fingerprint: str) -> Claim:
+        claim_id = uuid.uuid4().hex
+        record = json.dumps({"state": "claimed", "claim": claim_id, "fp": fingerprint})
+        try:
+            outcome, stored, ttl_ms = await self._begin(
+                keys=[self._key(tenant_id, key)], args=[record, int(lease * 1000)]
+            )
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        expires_at = time.time() + max(int(ttl_ms), 0) / 1000
+        if outcome == b"claimed":
+            return Claim(ClaimState.CLAIMED, claim_id, expires_at=expires_at)
+        existing = json.loads(stored)
+        if fingerprint and existing.get("fp") and fingerprint != existing["fp"]:
+            raise fingerprint_conflict(key)
+        if existing["state"] == "completed":
+            response = base64.b64decode(existing["response"])
+            return Claim(ClaimState.COMPLETED, response=response, expires_at=expires_at)
+        return Claim(ClaimState.IN_FLIGHT, expires_at=expires_at)
+
+    async def complete(
+        self, tenant_id: str, key: str, claim_id: str, response: bytes, retention: float
+    ) -> bool:
+        record = json.dumps(
+            {
+                "state": "completed",
+                "claim": claim_id,
+                "response": base64.b64encode(response).decode(),
+            }
+        )
+        return await self._swap(tenant_id, key, claim_id, record, retention)
+
+    async def abandon(self, tenant_id: str, key: str, claim_id: str) -> bool:
+        return await self._swap(tenant_id, key, claim_id, "", 0)
+
+    async def _swap(
+        self, tenant_id: str, key: str, claim_id: str, record: str, retention: float
+    ) -> bool:
+        try:
+            done = await self._replace(
+                keys=[self._key(tenant_id, key)],
+                args=[claim_id, record, max(int(retention * 1000), 1)],
+            )
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return bool(done)
+
+    async def close(self) -> None:
+        """The shared client belongs to `Coordination`, which closes it."""
