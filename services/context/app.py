@@ -4,6 +4,7 @@ from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
 
 from services.context.coordination import open_coordination
 from services.context.demo import DEMO_TENANT_ID, demo_tenant
+from services.context.guards import TurnGuards
 from services.context.migrations.runner import migrate_postgres
 from services.context.servicer import ContextServicer
 from services.context.sessions import ContextBook
@@ -21,7 +22,9 @@ def build_server(settings: ContextSettings) -> MeshServer:
         coordination.cache,
         ttl_seconds=settings.session_cache_ttl_seconds,
         recent_turns=settings.recent_turns,
+        locks=coordination.locks,
     )
+    guards = TurnGuards(coordination.locks, coordination.idempotency)
 
     async def open_and_seed() -> None:
         if settings.migrations_url:
@@ -37,7 +40,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
             ServiceBinding(
                 context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
                 context_service_pb2_grpc.add_ContextServiceServicer_to_server,
-                ContextServicer(book),  # type: ignore[abstract]
+                ContextServicer(book, guards),  # type: ignore[abstract]
             )
         ],
         readiness=[open_and_seed],

@@ -27,6 +27,9 @@ class SessionLocks(Protocol):
     async def release(self, tenant_id: str, session_id: str, fencing_token: int) -> bool:
         """Release the lease if `fencing_token` still holds it; False otherwise."""
 
+    async def latest_token(self, tenant_id: str, session_id: str) -> int:
+        """The newest fencing token granted for the session (0 if none)."""
+
     async def close(self) -> None: ...
 
 
@@ -79,6 +82,9 @@ class MemoryLocks:
             return False
         del self._held[key]
         return True
+
+    async def latest_token(self, tenant_id: str, session_id: str) -> int:
+        return self._fences.get((tenant_id, session_id), 0)
 
     async def close(self) -> None:
         self._held.clear()

@@ -30,6 +30,7 @@ from services.context.rows import (
     turn_from,
     turn_values,
 )
+from services.context.store import check_fence
 from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -156,18 +157,28 @@ class PostgresStore:
         session_id: str,
         turns: Sequence[conversation_pb2.ConversationTurn],
         short_context: conversation_pb2.ShortContext | None,
+        fencing_token: int = 0,
     ) -> list[conversation_pb2.ConversationTurn]:
         now = datetime.now(UTC)
         stored: list[conversation_pb2.ConversationTurn] = []
         async with self._tenant(tenant_id) as connection:
-            locked = await connection.fetchval(
-                "SELECT 1 FROM session_contexts WHERE tenant_id = $1 AND session_id = $2 "
+            fence = await connection.fetchval(
+                "SELECT fence FROM session_contexts WHERE tenant_id = $1 AND session_id = $2 "
                 "FOR UPDATE",
                 tenant_id,
                 session_id,
             )
-            if locked is None:
+            if fence is None:
                 raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+            if fencing_token:
+                check_fence(fence, fencing_token)
+                await connection.execute(
+                    "UPDATE session_contexts SET fence = $3 "
+                    "WHERE tenant_id = $1 AND session_id = $2",
+                    tenant_id,
+                    session_id,
+                    fencing_token,
+                )
             seq = await connection.fetchval(
                 "SELECT COALESCE(max(seq), 0) FROM conversation_turns "
                 "WHERE tenant_id = $1 AND session_id = $2",

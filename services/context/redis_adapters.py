@@ -129,6 +129,13 @@ class RedisLocks:
             raise _unavailable(error) from None
         return bool(released)
 
+    async def latest_token(self, tenant_id: str, session_id: str) -> int:
+        try:
+            token = await self._client.get(self._keys(tenant_id, session_id)[1])
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return int(token or 0)
+
     async def close(self) -> None:
         """The shared client belongs to `Coordination`, which closes it."""
 

@@ -1,15 +1,25 @@
 """ContextService over gRPC: validate, call ContextBook, return. Storage lives elsewhere."""
 
+import time
 from typing import Any
 
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 from metaagent.context.v1 import context_service_pb2_grpc
 
+from services.context.guards import TurnGuards
+from services.context.idempotency import ClaimState
 from services.context.sessions import ContextBook
 from services.mesh import correlation
-from services.mesh.errors import FieldViolation, invalid_argument
+from services.mesh.errors import FieldViolation, MeshError, invalid_argument
 
 TRANSCRIPT_LIMIT = 500
+CLAIM_STATES = {
+    ClaimState.CLAIMED: pb.IDEMPOTENCY_STATE_CLAIMED,
+    ClaimState.IN_FLIGHT: pb.IDEMPOTENCY_STATE_IN_FLIGHT,
+    ClaimState.COMPLETED: pb.IDEMPOTENCY_STATE_COMPLETED,
+}
 
 
 def _session_id(value: str, field: str = "session_id") -> str:
@@ -20,9 +30,20 @@ def _session_id(value: str, field: str = "session_id") -> str:
     return value
 
 
+def _seconds(duration: duration_pb2.Duration) -> float:
+    return float(duration.ToNanoseconds()) / 1e9
+
+
+def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
 class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
-    def __init__(self, book: ContextBook) -> None:
+    def __init__(self, book: ContextBook, guards: TurnGuards) -> None:
         self._book = book
+        self._guards = guards
 
     async def GetOrCreateSession(
         self, request: pb.GetOrCreateSessionRequest, context: Any
@@ -38,10 +59,81 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
     ) -> pb.CommitTurnResponse:
         session_id = _session_id(request.session_id)
         short = request.short_context if request.HasField("short_context") else None
+        if request.HasField("idempotency"):
+            raise MeshError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                "completing a claim inside CommitTurn is not available yet; "
+                "call CompleteIdempotent after the commit",
+                "COMMIT_WITH_IDEMPOTENCY",
+            )
         stored = await self._book.commit_turn(
-            correlation.current().tenant_id, session_id, request.turns, short
+            correlation.current().tenant_id,
+            session_id,
+            request.turns,
+            short,
+            request.fencing_token,
         )
         return pb.CommitTurnResponse(turns=stored)
+
+    async def AcquireSessionLock(
+        self, request: pb.AcquireSessionLockRequest, context: Any
+    ) -> pb.AcquireSessionLockResponse:
+        call = correlation.current()
+        lease = await self._guards.acquire(
+            call.tenant_id,
+            _session_id(request.session_id),
+            _seconds(request.ttl),
+            _seconds(request.wait_timeout),
+            call.time_remaining(),
+        )
+        return pb.AcquireSessionLockResponse(
+            fencing_token=lease.fencing_token, expires_at=_stamp(lease.expires_at)
+        )
+
+    async def ReleaseSessionLock(
+        self, request: pb.ReleaseSessionLockRequest, context: Any
+    ) -> pb.ReleaseSessionLockResponse:
+        released = await self._guards.release(
+            correlation.current().tenant_id,
+            _session_id(request.session_id),
+            request.fencing_token,
+        )
+        return pb.ReleaseSessionLockResponse(released=released)
+
+    async def BeginIdempotent(
+        self, request: pb.BeginIdempotentRequest, context: Any
+    ) -> pb.BeginIdempotentResponse:
+        claim = await self._guards.begin(
+            correlation.current().tenant_id,
+            request.key,
+            _seconds(request.lease),
+            request.fingerprint,
+        )
+        return pb.BeginIdempotentResponse(
+            state=CLAIM_STATES[claim.state],
+            claim_id=claim.claim_id,
+            response=claim.response,
+            expires_at=_stamp(claim.expires_at),
+        )
+
+    async def CompleteIdempotent(
+        self, request: pb.CompleteIdempotentRequest, context: Any
+    ) -> pb.CompleteIdempotentResponse:
+        tenant_id = correlation.current().tenant_id
+        completion = request.completion
+        retention = _seconds(completion.retention) or await self._book.dedup_window(tenant_id)
+        await self._guards.complete(
+            tenant_id, completion.key, completion.claim_id, completion.response, retention
+        )
+        return pb.CompleteIdempotentResponse(expires_at=_stamp(time.time() + retention))
+
+    async def AbandonIdempotent(
+        self, request: pb.AbandonIdempotentRequest, context: Any
+    ) -> pb.AbandonIdempotentResponse:
+        abandoned = await self._guards.abandon(
+            correlation.current().tenant_id, request.key, request.claim_id
+        )
+        return pb.AbandonIdempotentResponse(abandoned=abandoned)
 
     async def GetSession(
         self, request: pb.GetSessionRequest, context: Any

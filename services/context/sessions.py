@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 
 from services.context.cache import SessionCache
-from services.context.store import SessionStore
+from services.context.locks import SessionLocks
+from services.context.store import SessionStore, check_fence
 from services.mesh.errors import (
     FieldViolation,
     failed_precondition,
@@ -15,6 +16,9 @@ from services.mesh.errors import (
 )
 
 log = logging.getLogger("metaagent.context")
+
+
+DEFAULT_DEDUP_WINDOW_SECONDS = 60
 
 
 def _cache_key(tenant_id: str, session_id: str) -> str:
@@ -32,10 +36,17 @@ class ContextBook:
     """Reads and writes conversation state for one tenant at a time."""
 
     def __init__(
-        self, store: SessionStore, cache: SessionCache, *, ttl_seconds: int, recent_turns: int
+        self,
+        store: SessionStore,
+        cache: SessionCache,
+        *,
+        ttl_seconds: int,
+        recent_turns: int,
+        locks: SessionLocks | None = None,
     ) -> None:
         self._store = store
         self._cache = cache
+        self._locks = locks
         self._ttl = ttl_seconds
         self._recent_turns = recent_turns
 
@@ -72,12 +83,15 @@ class ContextBook:
         session_id: str,
         turns: Sequence[conversation_pb2.ConversationTurn],
         short_context: conversation_pb2.ShortContext | None,
+        fencing_token: int = 0,
     ) -> list[conversation_pb2.ConversationTurn]:
         if not turns:
             raise invalid_argument(FieldViolation("turns", "at least one turn is required"))
-        if await self._store.load_session(tenant_id, session_id, 0) is None:
-            raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
-        stored = await self._store.commit_turns(tenant_id, session_id, turns, short_context)
+        if fencing_token and self._locks is not None:
+            check_fence(await self._locks.latest_token(tenant_id, session_id), fencing_token)
+        stored = await self._store.commit_turns(
+            tenant_id, session_id, turns, short_context, fencing_token
+        )
         await self._cache.delete(_cache_key(tenant_id, session_id))
         return stored
 
@@ -95,6 +109,12 @@ class ContextBook:
         if config is None:
             raise not_found(f"tenant '{tenant_id}' is not configured", "TENANT_NOT_FOUND")
         return config
+
+    async def dedup_window(self, tenant_id: str) -> float:
+        """How long the tenant's idempotency records are kept (the seed's 60 s by default)."""
+        config = await self._store.get_tenant(tenant_id)
+        window = config.dedup_window_seconds if config is not None else 0
+        return float(window or DEFAULT_DEDUP_WINDOW_SECONDS)
 
     async def put_tenant(self, tenant_id: str, config: tenant_pb2.TenantConfig) -> bool:
         if config.tenant_id and config.tenant_id != tenant_id:

@@ -26,7 +26,7 @@ from services.context.rows import (
     turn_from,
     turn_values,
 )
-from services.context.store import StoreUnavailable
+from services.context.store import StoreUnavailable, check_fence
 from services.mesh.errors import already_exists, not_found, unavailable
 
 MIGRATIONS = (
@@ -45,6 +45,7 @@ MIGRATIONS = (
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         expires_at TEXT,
+        fence INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tenant_id, session_id)
     );
     CREATE TABLE conversation_turns (
@@ -219,9 +220,12 @@ class SqliteStore:
         session_id: str,
         turns: Sequence[conversation_pb2.ConversationTurn],
         short_context: conversation_pb2.ShortContext | None,
+        fencing_token: int = 0,
     ) -> list[conversation_pb2.ConversationTurn]:
         async with self._connection() as db:
-            return await self._commit(db, tenant_id, session_id, turns, short_context)
+            return await self._commit(
+                db, tenant_id, session_id, turns, short_context, fencing_token
+            )
 
     async def _commit(
         self,
@@ -230,17 +234,25 @@ class SqliteStore:
         session_id: str,
         turns: Sequence[conversation_pb2.ConversationTurn],
         short_context: conversation_pb2.ShortContext | None,
+        fencing_token: int,
     ) -> list[conversation_pb2.ConversationTurn]:
         stored: list[conversation_pb2.ConversationTurn] = []
         now = _now()
         await db.execute("BEGIN IMMEDIATE")
         try:
             async with db.execute(
-                "SELECT 1 FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                "SELECT fence FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
                 (tenant_id, session_id),
             ) as cursor:
-                if await cursor.fetchone() is None:
-                    raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+                row = await cursor.fetchone()
+            if row is None:
+                raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+            if fencing_token:
+                check_fence(int(row[0]), fencing_token)
+                await db.execute(
+                    "UPDATE session_contexts SET fence = ? WHERE tenant_id = ? AND session_id = ?",
+                    (fencing_token, tenant_id, session_id),
+                )
             async with db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM conversation_turns "
                 "WHERE tenant_id = ? AND session_id = ?",

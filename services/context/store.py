@@ -11,6 +11,8 @@ from typing import Protocol
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import outbox_pb2
 
+from services.mesh.errors import failed_precondition
+
 
 class StoreUnavailable(Exception):
     """The store cannot be reached; nothing was written."""
@@ -38,8 +40,12 @@ class SessionStore(Protocol):
         session_id: str,
         turns: Sequence[conversation_pb2.ConversationTurn],
         short_context: conversation_pb2.ShortContext | None,
+        fencing_token: int = 0,
     ) -> list[conversation_pb2.ConversationTurn]:
-        """Write turns, their actions' outbox rows and the short context in one transaction."""
+        """Write turns, their actions' outbox rows and the short context in one transaction.
+
+        A non-zero `fencing_token` older than one already committed for the session is
+        refused (FAILED_PRECONDITION) and becomes the session's fence otherwise."""
 
     async def transcript(
         self, tenant_id: str, session_id: str, limit: int
@@ -52,6 +58,15 @@ class SessionStore(Protocol):
 
     async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
         """Insert or replace; True when it was created."""
+
+
+def check_fence(fence: int, fencing_token: int) -> None:
+    """Refuse a commit whose lease is older than one already seen for the session."""
+    if fencing_token < fence:
+        raise failed_precondition(
+            f"fencing token {fencing_token} is stale (the session has seen {fence})",
+            "STALE_FENCING_TOKEN",
+        )
 
 
 def open_store(url: str) -> SessionStore:

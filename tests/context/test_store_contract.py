@@ -193,3 +193,22 @@ async def test_an_unreachable_store_is_unavailable_with_retry_advice(
     assert failed.value.code == grpc.StatusCode.UNAVAILABLE
     assert failed.value.retry_after is not None
     assert "secret-pw" not in failed.value.message
+
+
+async def test_a_stale_fencing_token_is_refused_and_writes_nothing(
+    store: SessionStore, tenant: str
+) -> None:
+    await store.create_session(tenant, "s1", "u1", 1)
+    await store.commit_turns(tenant, "s1", [_turn(USER, "with lease 5")], None, fencing_token=5)
+    with pytest.raises(MeshError) as stale:
+        await store.commit_turns(
+            tenant, "s1", [_turn(USER, "late, lease 3")], None, fencing_token=3
+        )
+    assert (stale.value.code, stale.value.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "STALE_FENCING_TOKEN",
+    )
+    await store.commit_turns(tenant, "s1", [_turn(USER, "lease 5 again")], None, fencing_token=5)
+    await store.commit_turns(tenant, "s1", [_turn(USER, "lease 6")], None, fencing_token=6)
+    texts = [t.text for t in await store.transcript(tenant, "s1", 10)]
+    assert texts == ["with lease 5", "lease 5 again", "lease 6"]

@@ -1,8 +1,6 @@
 """Readiness probes against real servers: health follows the dependency."""
 
 import asyncio
-import shutil
-import subprocess
 
 import pytest
 from metaagent.llm.v1 import llm_service_pb2_grpc  # noqa: F401 - contracts importable
@@ -14,6 +12,7 @@ from services.mesh.clients import open_channel, serving_status
 from services.mesh.probes import postgres_ready, redis_ready
 from services.mesh.settings import MeshSettings
 from tests.support.ports import free_port
+from tests.support.redis_server import throwaway_redis
 from tests.support.servers import llm_binding, running
 
 
@@ -39,9 +38,6 @@ async def test_probes_name_the_dependency_but_not_its_password() -> None:
 async def test_health_stays_not_serving_until_redis_comes_up(
     settings: MeshSettings, redis_url: str, tmp_path
 ) -> None:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not installed")
     port = free_port()
     servicer = LlmServicer(OfflineResponder(0.3), LlmSettings())
     probe = redis_ready(f"redis://127.0.0.1:{port}/0", timeout=0.3)
@@ -50,26 +46,7 @@ async def test_health_stays_not_serving_until_redis_comes_up(
         async with open_channel(client, "operator", "llm") as channel:
             await asyncio.sleep(0.5)
             assert await serving_status(channel) == "NOT_SERVING"
-            redis = subprocess.Popen(
-                [
-                    binary,
-                    "--port",
-                    str(port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--dir",
-                    str(tmp_path),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-            try:
+            with throwaway_redis(tmp_path, port):
                 async with asyncio.timeout(15):
                     while await serving_status(channel) != "SERVING":
                         await asyncio.sleep(0.1)
-            finally:
-                redis.terminate()
-                redis.wait(5)

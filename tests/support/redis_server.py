@@ -13,11 +13,12 @@ from tests.support.ports import free_port
 
 
 @contextmanager
-def throwaway_redis(directory: Path) -> Iterator[str]:
+def throwaway_redis(directory: Path, port: int | None = None) -> Iterator[str]:
+    """A redis-server on `port` (a free one by default); yields its URL once it answers."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    port = free_port()
+    port = port or free_port()
     process = subprocess.Popen(
         [
             binary,

@@ -28,6 +28,7 @@ CREATE TABLE session_contexts (
   created_at    timestamptz NOT NULL DEFAULT now(),
   updated_at    timestamptz NOT NULL DEFAULT now(),
   expires_at    timestamptz,
+  fence         bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (tenant_id, session_id)
 );
 
