@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         help="owner-role URL (default: CONTEXT_MIGRATIONS_URL, then CONTEXT_STORE_URL)",
     )
 
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser("verify", help="check a tenant's hash chain")
+    verify.add_argument("--tenant", required=True)
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+
     status = commands.add_parser("status", help="each component's address and health")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -56,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         return _certs(force=args.force)
     if args.command == "migrate":
         return _migrate(args.url)
+    if args.command == "audit":
+        return _audit_verify(args.tenant, as_json=args.json)
     if args.command == "token":
         return _token(args.tenant, args.role, args.sub, args.ttl)
     return _status(as_json=args.json)
@@ -96,6 +104,39 @@ def _migrate(url: str | None) -> int:
         return 1
     print("applied: " + (", ".join(applied) or "nothing, the schema is current"))
     return 0
+
+
+def _audit_verify(tenant: str, *, as_json: bool) -> int:
+    """Verify a tenant's chain straight from the store (CONTEXT_STORE_URL)."""
+    from services.context.audit import AuditLog
+    from services.context.settings import ContextSettings
+    from services.context.store import open_store
+    from services.mesh.errors import MeshError
+
+    async def run() -> dict[str, object]:
+        store = open_store(ContextSettings().resolved_store_url())
+        await store.open()
+        try:
+            verdict = await AuditLog(store).verify(tenant)
+        finally:
+            await store.close()
+        return {"tenant": tenant, **verdict.__dict__}
+
+    try:
+        report = uvloop.run(run())
+    except MeshError as error:
+        print(f"metaagent audit verify: {error}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(report, indent=2))
+    elif report["valid"]:
+        checked, head = report["entries_checked"], report["head_hash"]
+        print(f"{tenant}: {checked} entries, chain intact (head {head})")
+    else:
+        print(
+            f"{tenant}: BROKEN at sequence {report['first_invalid_sequence']}: {report['reason']}"
+        )
+    return 0 if report["valid"] else 1
 
 
 def _token(tenant: str, role: str, subject: str, ttl: int) -> int:

@@ -2,6 +2,7 @@
 
 from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
 
+from services.context.audit import AuditLog
 from services.context.coordination import open_coordination
 from services.context.demo import DEMO_TENANT_ID, demo_tenant
 from services.context.guards import TurnGuards
@@ -40,7 +41,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
             ServiceBinding(
                 context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
                 context_service_pb2_grpc.add_ContextServiceServicer_to_server,
-                ContextServicer(book, guards),  # type: ignore[abstract]
+                ContextServicer(book, guards, AuditLog(store)),  # type: ignore[abstract]
             )
         ],
         readiness=[open_and_seed],

@@ -15,14 +15,18 @@ from datetime import UTC, datetime
 import asyncpg
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import outbox_pb2
+from metaagent.context.v1 import audit_pb2, outbox_pb2
 
+from services.context.audit import new_audit_entry
 from services.context.migrations.runner import latest_version
 from services.context.rows import (
+    AUDIT_COLUMNS,
     OUTBOX_COLUMNS,
     PENDING_COLUMNS,
     TRANSCRIPT_COLUMNS,
     TURN_COLUMNS,
+    audit_from,
+    audit_values,
     outbox_message_from,
     outbox_values,
     prepare_turn,
@@ -30,7 +34,7 @@ from services.context.rows import (
     turn_from,
     turn_values,
 )
-from services.context.store import check_fence
+from services.context.store import AuditFilters, check_fence
 from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -246,6 +250,43 @@ class PostgresStore:
                 limit,
             )
         return [outbox_message_from(dict(row), tenant_id) for row in rows]
+
+    async def append_audit(
+        self, tenant_id: str, entry: audit_pb2.AuditEntry
+    ) -> audit_pb2.AuditEntry:
+        async with self._tenant(tenant_id) as connection:
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))", f"audit:{tenant_id}"
+            )
+            head = await connection.fetchrow(
+                "SELECT sequence, hash FROM audit_logs WHERE tenant_id = $1 "
+                "ORDER BY sequence DESC LIMIT 1",
+                tenant_id,
+            )
+            sealed = new_audit_entry(tenant_id, entry, head)
+            await connection.execute(
+                f"INSERT INTO audit_logs ({_columns(AUDIT_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({_placeholders(AUDIT_COLUMNS)})",
+                *audit_values(sealed),
+            )
+        return sealed
+
+    async def audit_entries(
+        self, tenant_id: str, after_sequence: int, limit: int, filters: AuditFilters
+    ) -> list[audit_pb2.AuditEntry]:
+        params: list[object] = [tenant_id, after_sequence]
+        conditions = ["tenant_id = $1", "sequence > $2"]
+        for column, value in filters.conditions():
+            params.append(value)
+            conditions.append(f"{column} = ${len(params)}")
+        params.append(limit)
+        async with self._tenant(tenant_id) as connection:
+            rows = await connection.fetch(
+                f"SELECT {_columns(AUDIT_COLUMNS)} FROM audit_logs "  # noqa: S608
+                f"WHERE {' AND '.join(conditions)} ORDER BY sequence LIMIT ${len(params)}",
+                *params,
+            )
+        return [audit_from(dict(row)) for row in rows]
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with self._tenant(tenant_id) as connection:

@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.common.v1 import conversation_pb2
-from metaagent.context.v1 import outbox_pb2
+from metaagent.context.v1 import audit_pb2, outbox_pb2
 
 TURN_COLUMNS = (
     "turn_id",
@@ -46,6 +46,21 @@ PENDING_COLUMNS = (
     "attempts",
     "last_error",
     "created_at",
+)
+
+
+AUDIT_COLUMNS = (
+    "tenant_id",
+    "sequence",
+    "entry_id",
+    "correlation_id",
+    "actor",
+    "action",
+    "session_id",
+    "payload",
+    "timestamp",
+    "prev_hash",
+    "hash",
 )
 
 
@@ -138,3 +153,38 @@ def outbox_message_from(values: dict[str, Any], tenant_id: str) -> outbox_pb2.Ou
         last_error=values["last_error"],
         created_at=timestamp(values["created_at"]),
     )
+
+
+def audit_values(entry: audit_pb2.AuditEntry) -> tuple[Any, ...]:
+    """Values for AUDIT_COLUMNS."""
+    return (
+        entry.tenant_id,
+        entry.sequence,
+        entry.entry_id,
+        entry.correlation_id,
+        entry.actor,
+        entry.action,
+        entry.session_id,
+        json_format.MessageToDict(entry.payload),
+        entry.timestamp.ToDatetime(UTC),
+        entry.prev_hash,
+        entry.hash,
+    )
+
+
+def audit_from(values: dict[str, Any]) -> audit_pb2.AuditEntry:
+    """An audit entry from AUDIT_COLUMNS values."""
+    entry = audit_pb2.AuditEntry(
+        tenant_id=values["tenant_id"],
+        sequence=values["sequence"],
+        entry_id=values["entry_id"],
+        correlation_id=values["correlation_id"],
+        actor=values["actor"],
+        action=values["action"],
+        session_id=values["session_id"],
+        timestamp=timestamp(values["timestamp"]),
+        prev_hash=values["prev_hash"],
+        hash=values["hash"],
+    )
+    json_format.ParseDict(values["payload"], entry.payload)
+    return entry

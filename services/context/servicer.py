@@ -8,9 +8,11 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 from metaagent.context.v1 import context_service_pb2_grpc
 
+from services.context.audit import AuditLog
 from services.context.guards import TurnGuards
 from services.context.idempotency import ClaimState
 from services.context.sessions import ContextBook
+from services.context.store import AuditFilters
 from services.mesh import correlation
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument
 
@@ -41,9 +43,10 @@ def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
-    def __init__(self, book: ContextBook, guards: TurnGuards) -> None:
+    def __init__(self, book: ContextBook, guards: TurnGuards, audit: AuditLog) -> None:
         self._book = book
         self._guards = guards
+        self._audit = audit
 
     async def GetOrCreateSession(
         self, request: pb.GetOrCreateSessionRequest, context: Any
@@ -158,3 +161,41 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
         tenant_id = correlation.current().tenant_id
         created = await self._book.put_tenant(tenant_id, request.tenant)
         return pb.PutTenantResponse(tenant=await self._book.tenant(tenant_id), created=created)
+
+    async def AppendAudit(
+        self, request: pb.AppendAuditRequest, context: Any
+    ) -> pb.AppendAuditResponse:
+        call = correlation.current()
+        session_id = _session_id(request.session_id) if request.session_id else ""
+        entry = await self._audit.append(
+            call.tenant_id,
+            request.action,
+            request.payload,
+            session_id=session_id,
+            correlation_id=call.correlation_id,
+            actor=call.caller,
+        )
+        return pb.AppendAuditResponse(entry=entry)
+
+    async def ListAudit(self, request: pb.ListAuditRequest, context: Any) -> pb.ListAuditResponse:
+        filters = AuditFilters(
+            correlation_id=request.correlation_id,
+            action=request.action,
+            session_id=request.session_id,
+        )
+        entries, token = await self._audit.page(
+            correlation.current().tenant_id, request.page_size, request.page_token, filters
+        )
+        return pb.ListAuditResponse(entries=entries, next_page_token=token)
+
+    async def VerifyAudit(
+        self, request: pb.VerifyAuditRequest, context: Any
+    ) -> pb.VerifyAuditResponse:
+        verdict = await self._audit.verify(correlation.current().tenant_id)
+        return pb.VerifyAuditResponse(
+            valid=verdict.valid,
+            entries_checked=verdict.entries_checked,
+            first_invalid_sequence=verdict.first_invalid_sequence,
+            head_hash=verdict.head_hash,
+            first_invalid_reason=verdict.reason,
+        )

@@ -12,13 +12,17 @@ from typing import Any
 import aiosqlite
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import outbox_pb2
+from metaagent.context.v1 import audit_pb2, outbox_pb2
 
+from services.context.audit import new_audit_entry
 from services.context.rows import (
+    AUDIT_COLUMNS,
     OUTBOX_COLUMNS,
     PENDING_COLUMNS,
     TRANSCRIPT_COLUMNS,
     TURN_COLUMNS,
+    audit_from,
+    audit_values,
     outbox_message_from,
     outbox_values,
     prepare_turn,
@@ -26,7 +30,7 @@ from services.context.rows import (
     turn_from,
     turn_values,
 )
-from services.context.store import StoreUnavailable, check_fence
+from services.context.store import AuditFilters, StoreUnavailable, check_fence
 from services.mesh.errors import already_exists, not_found, unavailable
 
 MIGRATIONS = (
@@ -75,6 +79,26 @@ MIGRATIONS = (
         created_at TEXT NOT NULL
     );
     CREATE INDEX outbox_pending ON outbox (status, created_at);
+    """,
+    """
+    CREATE TABLE audit_logs (
+        tenant_id TEXT NOT NULL,
+        sequence INTEGER NOT NULL,
+        entry_id TEXT NOT NULL UNIQUE,
+        correlation_id TEXT NOT NULL DEFAULT '',
+        actor TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        session_id TEXT NOT NULL DEFAULT '',
+        payload TEXT NOT NULL DEFAULT '{}',
+        timestamp TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, sequence)
+    );
+    CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs
+    BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only: UPDATE refused'); END;
+    CREATE TRIGGER audit_logs_no_delete BEFORE DELETE ON audit_logs
+    BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only: DELETE refused'); END;
     """,
 )
 
@@ -323,6 +347,44 @@ class SqliteStore:
         ):
             rows = await cursor.fetchall()
         return [outbox_message_from(_decode(PENDING_COLUMNS, row), tenant_id) for row in rows]
+
+    async def append_audit(
+        self, tenant_id: str, entry: audit_pb2.AuditEntry
+    ) -> audit_pb2.AuditEntry:
+        async with self._connection() as db:
+            async with db.execute(
+                "SELECT sequence, hash FROM audit_logs WHERE tenant_id = ? "
+                "ORDER BY sequence DESC LIMIT 1",
+                (tenant_id,),
+            ) as cursor:
+                row = await cursor.fetchone()
+            head = {"sequence": row[0], "hash": row[1]} if row else None
+            sealed = new_audit_entry(tenant_id, entry, head)
+            await db.execute(
+                f"INSERT INTO audit_logs ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608
+                f"VALUES ({_placeholders(AUDIT_COLUMNS)})",
+                tuple(_encode(value) for value in audit_values(sealed)),
+            )
+        return sealed
+
+    async def audit_entries(
+        self, tenant_id: str, after_sequence: int, limit: int, filters: AuditFilters
+    ) -> list[audit_pb2.AuditEntry]:
+        conditions = ["tenant_id = ?", "sequence > ?"]
+        params: list[object] = [tenant_id, after_sequence]
+        for column, value in filters.conditions():
+            conditions.append(f"{column} = ?")
+            params.append(value)
+        async with (
+            self._connection() as db,
+            db.execute(
+                f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_logs "  # noqa: S608
+                f"WHERE {' AND '.join(conditions)} ORDER BY sequence LIMIT ?",
+                (*params, limit),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [audit_from(_decode(AUDIT_COLUMNS, row)) for row in rows]
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with (

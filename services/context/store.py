@@ -6,10 +6,11 @@ reached and ALREADY_EXISTS for a duplicate id. The embedded adapter is SQLite (`
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import outbox_pb2
+from metaagent.context.v1 import audit_pb2, outbox_pb2
 
 from services.mesh.errors import failed_precondition
 
@@ -54,10 +55,36 @@ class SessionStore(Protocol):
     async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
         """The tenant's PENDING outbox messages, oldest first."""
 
+    async def append_audit(
+        self, tenant_id: str, entry: audit_pb2.AuditEntry
+    ) -> audit_pb2.AuditEntry:
+        """Seal `entry` after the tenant's chain head and store it, one appender at a time."""
+
+    async def audit_entries(
+        self, tenant_id: str, after_sequence: int, limit: int, filters: "AuditFilters"
+    ) -> list[audit_pb2.AuditEntry]:
+        """Entries after `after_sequence`, in chain order, matching `filters`."""
+
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None: ...
 
     async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
         """Insert or replace; True when it was created."""
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    correlation_id: str = ""
+    action: str = ""
+    session_id: str = ""
+
+    def conditions(self) -> list[tuple[str, str]]:
+        """(column, value) pairs to match; columns are fixed names, values are bound."""
+        pairs = (
+            ("correlation_id", self.correlation_id),
+            ("action", self.action),
+            ("session_id", self.session_id),
+        )
+        return [(column, value) for column, value in pairs if value]
 
 
 def check_fence(fence: int, fencing_token: int) -> None:
