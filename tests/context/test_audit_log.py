@@ -2,9 +2,6 @@
 
 import asyncio
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import grpc
@@ -15,29 +12,6 @@ from services.context.audit import AuditLog, Verdict
 from services.context.store import AuditFilters, SessionStore, open_store
 from services.mesh.errors import MeshError
 from tests.support.postgres import ThrowawayDatabase
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """(kind, url) of a store, opened once to create its schema."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'context.db'}"
-    else:
-        url = request.getfixturevalue("postgres_database").app_dsn
-    return request.param, url
-
-
-@pytest.fixture
-async def store(backend: tuple[str, str]) -> AsyncIterator[SessionStore]:
-    opened = open_store(backend[1])
-    await opened.open()
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-def tenant() -> str:
-    return f"audit-{uuid.uuid4().hex[:10]}"
 
 
 def _payload(**values: object) -> struct_pb2.Struct:
@@ -131,7 +105,7 @@ async def test_tenants_have_separate_chains(store: SessionStore, tenant: str) ->
     ids=["edited", "deleted", "reordered", "tail-truncated"],
 )
 async def test_tampering_is_detected_at_the_first_broken_link(
-    backend: tuple[str, str],
+    store_backend: tuple[str, str],
     store: SessionStore,
     tenant: str,
     statements: list[str],
@@ -139,7 +113,7 @@ async def test_tampering_is_detected_at_the_first_broken_link(
     reason: str,
 ) -> None:
     log = await _chain(store, tenant, 5)
-    await _tamper(*backend, tenant, *statements)
+    await _tamper(*store_backend, tenant, *statements)
     verdict = await log.verify(tenant)
     if sequence == 0:
         assert verdict.valid, "a truncated tail is only visible against an anchored head hash"
@@ -151,9 +125,9 @@ async def test_tampering_is_detected_at_the_first_broken_link(
 
 
 async def test_the_application_cannot_update_or_delete_entries(
-    backend: tuple[str, str], store: SessionStore, tenant: str
+    store_backend: tuple[str, str], store: SessionStore, tenant: str
 ) -> None:
-    kind, url = backend
+    kind, url = store_backend
     await _chain(store, tenant, 1)
     if kind == "sqlite":
         connection = sqlite3.connect(url.removeprefix("sqlite:///"))

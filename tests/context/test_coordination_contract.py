@@ -1,7 +1,6 @@
 """Cache, session locks and idempotency claims: one suite, every adapter (memory, Redis)."""
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import grpc
@@ -18,11 +17,6 @@ async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordina
     opened = open_coordination(url)
     yield opened
     await opened.close()
-
-
-@pytest.fixture
-def tenant() -> str:
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 async def test_the_cache_stores_expires_and_deletes(

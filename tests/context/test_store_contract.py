@@ -1,8 +1,6 @@
 """The relational store port: one suite, run against every adapter (SQLite, PostgreSQL)."""
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -14,24 +12,6 @@ from services.mesh.errors import MeshError
 from tests.support.ports import free_port
 
 USER, AGENT = conversation_pb2.TURN_ROLE_USER, conversation_pb2.TURN_ROLE_AGENT
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SessionStore]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'context.db'}"
-    else:
-        url = request.getfixturevalue("postgres_database").app_dsn
-    adapter = open_store(url)
-    await adapter.open()
-    yield adapter
-    await adapter.close()
-
-
-@pytest.fixture
-def tenant() -> str:
-    """A tenant of this test only, so tests sharing a database never meet."""
-    return f"t-{uuid.uuid4().hex[:12]}"
 
 
 def _turn(
