@@ -3,6 +3,7 @@
 from metaagent.context.v1 import context_service_pb2, context_service_pb2_grpc
 
 from services.context.audit import AuditLog
+from services.context.consents import ConsentBook
 from services.context.coordination import open_coordination
 from services.context.demo import DEMO_TENANT_ID, demo_tenant
 from services.context.guards import TurnGuards
@@ -26,6 +27,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
         locks=coordination.locks,
     )
     guards = TurnGuards(coordination.locks, coordination.idempotency)
+    audit = AuditLog(store)
 
     async def open_and_seed() -> None:
         if settings.migrations_url:
@@ -41,7 +43,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
             ServiceBinding(
                 context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
                 context_service_pb2_grpc.add_ContextServiceServicer_to_server,
-                ContextServicer(book, guards, AuditLog(store)),  # type: ignore[abstract]
+                ContextServicer(book, guards, audit, ConsentBook(store, coordination.cache, audit)),  # type: ignore[abstract]
             )
         ],
         readiness=[open_and_seed],

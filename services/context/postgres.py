@@ -15,18 +15,20 @@ from datetime import UTC, datetime
 import asyncpg
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import audit_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
 
 from services.context.audit import new_audit_entry
 from services.context.migrations.runner import latest_version
 from services.context.rows import (
     AUDIT_COLUMNS,
+    CONSENT_COLUMNS,
     OUTBOX_COLUMNS,
     PENDING_COLUMNS,
     TRANSCRIPT_COLUMNS,
     TURN_COLUMNS,
     audit_from,
     audit_values,
+    consent_from,
     outbox_message_from,
     outbox_values,
     prepare_turn,
@@ -34,7 +36,7 @@ from services.context.rows import (
     turn_from,
     turn_values,
 )
-from services.context.store import AuditFilters, check_fence
+from services.context.store import AuditFilters, ConsentChange, Erasure, check_fence
 from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -287,6 +289,57 @@ class PostgresStore:
                 *params,
             )
         return [audit_from(dict(row)) for row in rows]
+
+    async def get_consent(self, tenant_id: str, user_id: str) -> consent_pb2.UserConsent | None:
+        async with self._tenant(tenant_id) as connection:
+            row = await connection.fetchrow(
+                f"SELECT {_columns(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
+                "WHERE tenant_id = $1 AND user_id = $2",
+                tenant_id,
+                user_id,
+            )
+        return None if row is None else consent_from(dict(row), tenant_id)
+
+    async def change_consent(
+        self, tenant_id: str, user_id: str, change: ConsentChange
+    ) -> consent_pb2.UserConsent:
+        async with self._tenant(tenant_id) as connection:
+            row = await connection.fetchrow(
+                "INSERT INTO user_consents (tenant_id, user_id, voice_recording_consent, "  # noqa: S608
+                "data_learning_consent, consent_date, revoked_date) "
+                "VALUES ($1, $2, $3 AND $7, $4 AND $8, $5, $6) "
+                "ON CONFLICT (tenant_id, user_id) DO UPDATE SET "
+                "voice_recording_consent = CASE WHEN $7 THEN $3 "
+                "ELSE user_consents.voice_recording_consent END, "
+                "data_learning_consent = CASE WHEN $8 THEN $4 "
+                "ELSE user_consents.data_learning_consent END, "
+                "consent_date = COALESCE($5, user_consents.consent_date), "
+                "revoked_date = COALESCE($6, user_consents.revoked_date) "
+                f"RETURNING {_columns(CONSENT_COLUMNS)}",
+                *change.values(tenant_id, user_id),
+            )
+        return consent_from(dict(row), tenant_id)
+
+    async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
+        async with self._tenant(tenant_id) as connection:
+            turns = await connection.fetchval(
+                "SELECT count(*) FROM conversation_turns t JOIN session_contexts s "
+                "USING (tenant_id, session_id) WHERE s.tenant_id = $1 AND s.user_id = $2",
+                tenant_id,
+                user_id,
+            )
+            sessions = await connection.fetch(
+                "DELETE FROM session_contexts WHERE tenant_id = $1 AND user_id = $2 "
+                "RETURNING session_id",
+                tenant_id,
+                user_id,
+            )
+            consent = await connection.fetchval(
+                "DELETE FROM user_consents WHERE tenant_id = $1 AND user_id = $2 RETURNING 1",
+                tenant_id,
+                user_id,
+            )
+        return Erasure([row["session_id"] for row in sessions], turns, consent is not None)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with self._tenant(tenant_id) as connection:

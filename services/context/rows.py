@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.common.v1 import conversation_pb2
-from metaagent.context.v1 import audit_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
 
 TURN_COLUMNS = (
     "turn_id",
@@ -61,6 +61,15 @@ AUDIT_COLUMNS = (
     "timestamp",
     "prev_hash",
     "hash",
+)
+
+
+CONSENT_COLUMNS = (
+    "user_id",
+    "voice_recording_consent",
+    "data_learning_consent",
+    "consent_date",
+    "revoked_date",
 )
 
 
@@ -188,3 +197,15 @@ def audit_from(values: dict[str, Any]) -> audit_pb2.AuditEntry:
     )
     json_format.ParseDict(values["payload"], entry.payload)
     return entry
+
+
+def consent_from(values: dict[str, Any], tenant_id: str) -> consent_pb2.UserConsent:
+    """A consent from CONSENT_COLUMNS values."""
+    return consent_pb2.UserConsent(
+        user_id=values["user_id"],
+        tenant_id=tenant_id,
+        voice_recording_consent=bool(values["voice_recording_consent"]),
+        data_learning_consent=bool(values["data_learning_consent"]),
+        consent_date=timestamp(values["consent_date"]),
+        revoked_date=timestamp(values["revoked_date"]),
+    )

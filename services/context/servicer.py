@@ -9,6 +9,7 @@ from metaagent.context.v1 import context_service_pb2 as pb
 from metaagent.context.v1 import context_service_pb2_grpc
 
 from services.context.audit import AuditLog
+from services.context.consents import ConsentBook
 from services.context.guards import TurnGuards
 from services.context.idempotency import ClaimState
 from services.context.sessions import ContextBook
@@ -43,10 +44,13 @@ def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 
 class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
-    def __init__(self, book: ContextBook, guards: TurnGuards, audit: AuditLog) -> None:
+    def __init__(
+        self, book: ContextBook, guards: TurnGuards, audit: AuditLog, consents: ConsentBook
+    ) -> None:
         self._book = book
         self._guards = guards
         self._audit = audit
+        self._consents = consents
 
     async def GetOrCreateSession(
         self, request: pb.GetOrCreateSessionRequest, context: Any
@@ -198,4 +202,41 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
             first_invalid_sequence=verdict.first_invalid_sequence,
             head_hash=verdict.head_hash,
             first_invalid_reason=verdict.reason,
+        )
+
+    async def GetConsent(
+        self, request: pb.GetConsentRequest, context: Any
+    ) -> pb.GetConsentResponse:
+        consent = await self._consents.get(correlation.current().tenant_id, request.user_id)
+        return pb.GetConsentResponse(consent=consent)
+
+    async def GrantConsent(
+        self, request: pb.GrantConsentRequest, context: Any
+    ) -> pb.GrantConsentResponse:
+        call = correlation.current()
+        consent = await self._consents.grant(
+            call.tenant_id,
+            request.user_id,
+            list(request.kinds),
+            request.source,
+            call.correlation_id,
+        )
+        return pb.GrantConsentResponse(consent=consent)
+
+    async def RevokeConsent(
+        self, request: pb.RevokeConsentRequest, context: Any
+    ) -> pb.RevokeConsentResponse:
+        call = correlation.current()
+        consent = await self._consents.revoke(
+            call.tenant_id, request.user_id, list(request.kinds), call.correlation_id
+        )
+        return pb.RevokeConsentResponse(consent=consent)
+
+    async def EraseUser(self, request: pb.EraseUserRequest, context: Any) -> pb.EraseUserResponse:
+        call = correlation.current()
+        erasure = await self._consents.erase(call.tenant_id, request.user_id, call.correlation_id)
+        return pb.EraseUserResponse(
+            sessions_erased=len(erasure.session_ids),
+            turns_erased=erasure.turns,
+            consent_erased=erasure.consent,
         )

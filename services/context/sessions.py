@@ -21,7 +21,7 @@ log = logging.getLogger("metaagent.context")
 DEFAULT_DEDUP_WINDOW_SECONDS = 60
 
 
-def _cache_key(tenant_id: str, session_id: str) -> str:
+def cache_key(tenant_id: str, session_id: str) -> str:
     return f"session:{tenant_id}:{session_id}"
 
 
@@ -57,7 +57,7 @@ class ContextBook:
 
         FAILED_PRECONDITION when the tenant is not configured (nothing is created) or when
         `user_id` is set and the session belongs to another user."""
-        key = _cache_key(tenant_id, session_id)
+        key = cache_key(tenant_id, session_id)
         cached = await self._cache.get(key)
         if cached is not None:
             context = conversation_pb2.SessionContext.FromString(cached)
@@ -92,7 +92,7 @@ class ContextBook:
         stored = await self._store.commit_turns(
             tenant_id, session_id, turns, short_context, fencing_token
         )
-        await self._cache.delete(_cache_key(tenant_id, session_id))
+        await self._cache.delete(cache_key(tenant_id, session_id))
         return stored
 
     async def session(

@@ -12,17 +12,19 @@ from typing import Any
 import aiosqlite
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import audit_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
 
 from services.context.audit import new_audit_entry
 from services.context.rows import (
     AUDIT_COLUMNS,
+    CONSENT_COLUMNS,
     OUTBOX_COLUMNS,
     PENDING_COLUMNS,
     TRANSCRIPT_COLUMNS,
     TURN_COLUMNS,
     audit_from,
     audit_values,
+    consent_from,
     outbox_message_from,
     outbox_values,
     prepare_turn,
@@ -30,7 +32,13 @@ from services.context.rows import (
     turn_from,
     turn_values,
 )
-from services.context.store import AuditFilters, StoreUnavailable, check_fence
+from services.context.store import (
+    AuditFilters,
+    ConsentChange,
+    Erasure,
+    StoreUnavailable,
+    check_fence,
+)
 from services.mesh.errors import already_exists, not_found, unavailable
 
 MIGRATIONS = (
@@ -100,6 +108,18 @@ MIGRATIONS = (
     CREATE TRIGGER audit_logs_no_delete BEFORE DELETE ON audit_logs
     BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only: DELETE refused'); END;
     """,
+    """
+    CREATE TABLE user_consents (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        voice_recording_consent INTEGER NOT NULL DEFAULT 0,
+        data_learning_consent INTEGER NOT NULL DEFAULT 0,
+        consent_date TEXT,
+        revoked_date TEXT,
+        PRIMARY KEY (tenant_id, user_id)
+    );
+    CREATE INDEX session_contexts_user ON session_contexts (tenant_id, user_id);
+    """,
 )
 
 
@@ -121,7 +141,7 @@ def _decode(columns: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
     for key in ("actions", "metadata", "payload"):
         if key in values:
             values[key] = json.loads(values[key])
-    for key in ("timestamp", "created_at"):
+    for key in ("timestamp", "created_at", "consent_date", "revoked_date"):
         if values.get(key):
             values[key] = datetime.fromisoformat(values[key])
     return values
@@ -385,6 +405,89 @@ class SqliteStore:
         ):
             rows = await cursor.fetchall()
         return [audit_from(_decode(AUDIT_COLUMNS, row)) for row in rows]
+
+    async def get_consent(self, tenant_id: str, user_id: str) -> consent_pb2.UserConsent | None:
+        async with (
+            self._connection() as db,
+            db.execute(
+                f"SELECT {', '.join(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
+                "WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            ) as cursor,
+        ):
+            row = await cursor.fetchone()
+        return None if row is None else consent_from(_decode(CONSENT_COLUMNS, row), tenant_id)
+
+    async def change_consent(
+        self, tenant_id: str, user_id: str, change: ConsentChange
+    ) -> consent_pb2.UserConsent:
+        tenant, user, voice, learning, granted, revoked, touch_voice, touch_learning = (
+            _encode(value) for value in change.values(tenant_id, user_id)
+        )
+        async with self._connection() as db:
+            await db.execute(
+                "INSERT INTO user_consents (tenant_id, user_id, voice_recording_consent, "
+                "data_learning_consent, consent_date, revoked_date) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant_id, user_id) DO UPDATE SET "
+                "voice_recording_consent = CASE WHEN ? THEN excluded.voice_recording_consent "
+                "ELSE voice_recording_consent END, "
+                "data_learning_consent = CASE WHEN ? THEN excluded.data_learning_consent "
+                "ELSE data_learning_consent END, "
+                "consent_date = COALESCE(excluded.consent_date, consent_date), "
+                "revoked_date = COALESCE(excluded.revoked_date, revoked_date)",
+                (
+                    tenant,
+                    user,
+                    voice and touch_voice,
+                    learning and touch_learning,
+                    granted,
+                    revoked,
+                    touch_voice,
+                    touch_learning,
+                ),
+            )
+            async with db.execute(
+                f"SELECT {', '.join(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
+                "WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return consent_from(_decode(CONSENT_COLUMNS, row), tenant_id)
+
+    async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
+        async with self._connection() as db:
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(
+                    "SELECT session_id FROM session_contexts WHERE tenant_id = ? AND user_id = ?",
+                    (tenant_id, user_id),
+                ) as cursor:
+                    sessions = [row[0] for row in await cursor.fetchall()]
+                turns = 0
+                for session_id in sessions:
+                    scope = (tenant_id, session_id)
+                    await db.execute(
+                        "DELETE FROM outbox WHERE tenant_id = ? AND session_id = ?", scope
+                    )
+                    deleted = await db.execute(
+                        "DELETE FROM conversation_turns WHERE tenant_id = ? AND session_id = ?",
+                        scope,
+                    )
+                    turns += deleted.rowcount
+                    await db.execute(
+                        "DELETE FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                        scope,
+                    )
+                consent = await db.execute(
+                    "DELETE FROM user_consents WHERE tenant_id = ? AND user_id = ?",
+                    (tenant_id, user_id),
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        return Erasure(sessions, turns, consent.rowcount > 0)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with (

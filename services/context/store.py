@@ -7,10 +7,11 @@ reached and ALREADY_EXISTS for a duplicate id. The embedded adapter is SQLite (`
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import audit_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
 
 from services.mesh.errors import failed_precondition
 
@@ -65,10 +66,51 @@ class SessionStore(Protocol):
     ) -> list[audit_pb2.AuditEntry]:
         """Entries after `after_sequence`, in chain order, matching `filters`."""
 
+    async def get_consent(self, tenant_id: str, user_id: str) -> consent_pb2.UserConsent | None: ...
+
+    async def change_consent(
+        self, tenant_id: str, user_id: str, change: "ConsentChange"
+    ) -> consent_pb2.UserConsent:
+        """Apply `change` atomically (an upsert); untouched kinds keep their value."""
+
+    async def erase_user(self, tenant_id: str, user_id: str) -> "Erasure":
+        """Delete the user's sessions (with their turns and outbox rows) and consent."""
+
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None: ...
 
     async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
         """Insert or replace; True when it was created."""
+
+
+@dataclass(frozen=True)
+class ConsentChange:
+    """New values for the kinds a grant or revocation touches (None: left as they are)."""
+
+    voice_recording: bool | None
+    data_learning: bool | None
+    granted_at: datetime | None
+    revoked_at: datetime | None
+
+    def values(self, tenant_id: str, user_id: str) -> tuple[object, ...]:
+        """tenant, user, voice, learning, consent date, revoked date, touches voice, touches
+        learning: the parameters of both dialects' upsert."""
+        return (
+            tenant_id,
+            user_id,
+            bool(self.voice_recording),
+            bool(self.data_learning),
+            self.granted_at,
+            self.revoked_at,
+            self.voice_recording is not None,
+            self.data_learning is not None,
+        )
+
+
+@dataclass(frozen=True)
+class Erasure:
+    session_ids: list[str]
+    turns: int
+    consent: bool
 
 
 @dataclass(frozen=True)

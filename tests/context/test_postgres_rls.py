@@ -140,11 +140,14 @@ async def test_the_service_role_owns_nothing_and_cannot_bypass_rls(
     )
     assert (role["rolsuper"], role["rolbypassrls"]) == (False, False)
     tables = await app_connection.fetch(
-        "SELECT relname, pg_get_userbyid(relowner) AS owner, relrowsecurity, relforcerowsecurity "
-        "FROM pg_class WHERE relname = ANY($1::text[])",
-        list(TENANT_TABLES),
+        "SELECT c.relname, pg_get_userbyid(c.relowner) AS owner, c.relrowsecurity, "
+        "c.relforcerowsecurity FROM pg_class c JOIN information_schema.columns k "
+        "ON k.table_name = c.relname AND k.column_name = 'tenant_id' "
+        "WHERE c.relkind = 'r' AND k.table_schema = 'public'"
     )
-    assert {t["relname"] for t in tables} == set(TENANT_TABLES)
+    assert {t["relname"] for t in tables} == {*TENANT_TABLES, "audit_logs", "user_consents"}, (
+        "every table with a tenant_id column is listed here and checked below"
+    )
     for table in tables:
         assert table["owner"] != APP_ROLE
         assert table["relrowsecurity"] and table["relforcerowsecurity"], table["relname"]

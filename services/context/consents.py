@@ -1,0 +1,134 @@
+"""Consent (voice recording, data learning) and erasure of one user's data, each audited.
+
+Audit entries name the user only by a tenant-scoped reference (a hash), never the raw id, so
+the append-only log keeps no personal data that erasure would have to remove.
+"""
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2
+from metaagent.context.v1 import consent_pb2
+
+from services.context.audit import AuditLog
+from services.context.cache import SessionCache
+from services.context.sessions import cache_key
+from services.context.store import ConsentChange, Erasure, SessionStore
+from services.mesh.errors import FieldViolation, invalid_argument
+
+KIND_NAMES: dict[int, str] = {
+    consent_pb2.CONSENT_KIND_VOICE_RECORDING: "voice_recording",
+    consent_pb2.CONSENT_KIND_DATA_LEARNING: "data_learning",
+}
+MAX_USER_ID = 128
+
+
+def user_reference(tenant_id: str, user_id: str) -> str:
+    """A stable, non-reversible reference to a user, for audit entries."""
+    return hashlib.sha256(f"{tenant_id}:{user_id}".encode()).hexdigest()[:24]
+
+
+def _user(user_id: str) -> str:
+    if not user_id or len(user_id) > MAX_USER_ID:
+        raise invalid_argument(FieldViolation("user_id", f"must be 1-{MAX_USER_ID} characters"))
+    return user_id
+
+
+def _kinds(kinds: list[int], *, required: bool) -> set[str]:
+    if required and not kinds:
+        raise invalid_argument(FieldViolation("kinds", "at least one kind is required"))
+    unknown = [kind for kind in kinds if kind not in KIND_NAMES]
+    if unknown:
+        raise invalid_argument(FieldViolation("kinds", "must be voice recording or data learning"))
+    return {KIND_NAMES[kind] for kind in kinds} if kinds else set(KIND_NAMES.values())
+
+
+def _payload(**values: Any) -> struct_pb2.Struct:
+    payload = struct_pb2.Struct()
+    payload.update(values)
+    return payload
+
+
+class ConsentBook:
+    def __init__(self, store: SessionStore, cache: SessionCache, audit: AuditLog) -> None:
+        self._store = store
+        self._cache = cache
+        self._audit = audit
+
+    async def get(self, tenant_id: str, user_id: str) -> consent_pb2.UserConsent:
+        """The user's consent; no record means no consent (both flags false)."""
+        found = await self._store.get_consent(tenant_id, _user(user_id))
+        return found or consent_pb2.UserConsent(user_id=user_id, tenant_id=tenant_id)
+
+    async def grant(
+        self, tenant_id: str, user_id: str, kinds: list[int], source: str, correlation_id: str
+    ) -> consent_pb2.UserConsent:
+        names = _kinds(kinds, required=True)
+        return await self._change(
+            tenant_id,
+            _user(user_id),
+            names,
+            granted=True,
+            source=source,
+            correlation_id=correlation_id,
+        )
+
+    async def revoke(
+        self, tenant_id: str, user_id: str, kinds: list[int], correlation_id: str
+    ) -> consent_pb2.UserConsent:
+        names = _kinds(kinds, required=False)
+        return await self._change(
+            tenant_id,
+            _user(user_id),
+            names,
+            granted=False,
+            source="",
+            correlation_id=correlation_id,
+        )
+
+    async def _change(
+        self,
+        tenant_id: str,
+        user_id: str,
+        names: set[str],
+        *,
+        granted: bool,
+        source: str,
+        correlation_id: str,
+    ) -> consent_pb2.UserConsent:
+        now = datetime.now(UTC)
+        change = ConsentChange(
+            voice_recording=granted if "voice_recording" in names else None,
+            data_learning=granted if "data_learning" in names else None,
+            granted_at=now if granted else None,
+            revoked_at=None if granted else now,
+        )
+        consent = await self._store.change_consent(tenant_id, user_id, change)
+        await self._audit.append(
+            tenant_id,
+            "consent_granted" if granted else "consent_revoked",
+            _payload(
+                userRef=user_reference(tenant_id, user_id), kinds=sorted(names), source=source
+            ),
+            correlation_id=correlation_id,
+        )
+        return consent
+
+    async def erase(self, tenant_id: str, user_id: str, correlation_id: str) -> Erasure:
+        """Delete the user's sessions, turns, entities and consent; drop them from the cache."""
+        erasure = await self._store.erase_user(tenant_id, _user(user_id))
+        for session_id in erasure.session_ids:
+            await self._cache.delete(cache_key(tenant_id, session_id))
+        await self._audit.append(
+            tenant_id,
+            "user_erased",
+            _payload(
+                userRef=user_reference(tenant_id, user_id),
+                sessions=len(erasure.session_ids),
+                turns=erasure.turns,
+                consent=erasure.consent,
+            ),
+            correlation_id=correlation_id,
+        )
+        return erasure
