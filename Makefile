@@ -9,7 +9,7 @@ GENERATED := gen/python/.generated
 PROTOS := $(shell find protos -name '*.proto')
 BUF := node_modules/.bin/buf
 
-.PHONY: run test lint typecheck protos buf-lint certs clean
+.PHONY: run test lint typecheck protos buf-lint certs bench clean
 
 $(INSTALLED): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -48,6 +48,9 @@ test: $(GENERATED) $(BUF) lint typecheck
 
 certs: $(GENERATED)
 	$(BIN)/metaagent certs
+
+bench: $(GENERATED)
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) gen .run node_modules .pytest_cache .mypy_cache .ruff_cache

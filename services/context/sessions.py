@@ -21,6 +21,39 @@ log = logging.getLogger("metaagent.context")
 DEFAULT_DEDUP_WINDOW_SECONDS = 60
 
 
+MAX_TURN_TEXT_CHARS = 16_000
+MAX_TURNS_PER_COMMIT = 20
+
+
+def validate_turns(session_id: str, turns: Sequence[conversation_pb2.ConversationTurn]) -> None:
+    """Every problem with the turns of one commit, as field violations."""
+    if not turns:
+        raise invalid_argument(FieldViolation("turns", "at least one turn is required"))
+    violations = []
+    if len(turns) > MAX_TURNS_PER_COMMIT:
+        violations.append(FieldViolation("turns", f"at most {MAX_TURNS_PER_COMMIT} per commit"))
+    for index, turn in enumerate(turns):
+        where = f"turns[{index}]"
+        if turn.role not in (
+            conversation_pb2.TURN_ROLE_USER,
+            conversation_pb2.TURN_ROLE_AGENT,
+            conversation_pb2.TURN_ROLE_HUMAN,
+        ):
+            violations.append(FieldViolation(f"{where}.role", "must be user, agent or human"))
+        if len(turn.text) > MAX_TURN_TEXT_CHARS:
+            violations.append(
+                FieldViolation(f"{where}.text", f"exceeds {MAX_TURN_TEXT_CHARS} characters")
+            )
+        if turn.session_id and turn.session_id != session_id:
+            violations.append(FieldViolation(f"{where}.session_id", "names another session"))
+        if turn.tenant_id:
+            violations.append(
+                FieldViolation(f"{where}.tenant_id", "comes from x-tenant-id; leave it empty")
+            )
+    if violations:
+        raise invalid_argument(*violations)
+
+
 def cache_key(tenant_id: str, session_id: str) -> str:
     return f"session:{tenant_id}:{session_id}"
 
@@ -85,8 +118,7 @@ class ContextBook:
         short_context: conversation_pb2.ShortContext | None,
         fencing_token: int = 0,
     ) -> list[conversation_pb2.ConversationTurn]:
-        if not turns:
-            raise invalid_argument(FieldViolation("turns", "at least one turn is required"))
+        validate_turns(session_id, turns)
         if fencing_token and self._locks is not None:
             check_fence(await self._locks.latest_token(tenant_id, session_id), fencing_token)
         stored = await self._store.commit_turns(

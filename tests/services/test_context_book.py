@@ -205,3 +205,30 @@ def test_an_unknown_store_url_is_refused_not_guessed(url: str) -> None:
     with pytest.raises(ValueError, match="unsupported CONTEXT_STORE_URL scheme") as refused:
         open_store(url)
     assert "pw" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("turn", "field"),
+    [
+        (conversation_pb2.ConversationTurn(role=1, text="x" * 16_001), "turns[0].text"),
+        (conversation_pb2.ConversationTurn(text="no role"), "turns[0].role"),
+        (
+            conversation_pb2.ConversationTurn(role=1, session_id="other", text="x"),
+            "turns[0].session_id",
+        ),
+        (
+            conversation_pb2.ConversationTurn(role=1, tenant_id="acme", text="x"),
+            "turns[0].tenant_id",
+        ),
+    ],
+)
+async def test_bad_turns_are_refused_with_details_and_write_nothing(
+    book: ContextBook, turn: conversation_pb2.ConversationTurn, field: str
+) -> None:
+    await book.get_or_create("demo", "s1", "u1", 1)
+    with pytest.raises(MeshError) as refused:
+        await book.commit_turn("demo", "s1", [_turn(1, "valid first"), turn], None)
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in refused.value.violations] == [field.replace("[0]", "[1]")]
+    _, transcript = await book.session("demo", "s1", 10)
+    assert transcript == []
