@@ -32,6 +32,7 @@ from services.context.rows import (
     outbox_message_from,
     outbox_values,
     prepare_turn,
+    short_context_values,
     timestamp,
     turn_from,
     turn_values,
@@ -168,16 +169,16 @@ class PostgresStore:
         now = datetime.now(UTC)
         stored: list[conversation_pb2.ConversationTurn] = []
         async with self._tenant(tenant_id) as connection:
-            fence = await connection.fetchval(
-                "SELECT fence FROM session_contexts WHERE tenant_id = $1 AND session_id = $2 "
-                "FOR UPDATE",
+            session = await connection.fetchrow(
+                "SELECT fence, short_context ->> 'summary' AS summary FROM session_contexts "
+                "WHERE tenant_id = $1 AND session_id = $2 FOR UPDATE",
                 tenant_id,
                 session_id,
             )
-            if fence is None:
+            if session is None:
                 raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
             if fencing_token:
-                check_fence(fence, fencing_token)
+                check_fence(session["fence"], fencing_token)
                 await connection.execute(
                     "UPDATE session_contexts SET fence = $3 "
                     "WHERE tenant_id = $1 AND session_id = $2",
@@ -211,7 +212,7 @@ class PostgresStore:
                     "WHERE tenant_id = $1 AND session_id = $2",
                     tenant_id,
                     session_id,
-                    json_format.MessageToDict(short_context),
+                    short_context_values(short_context, session["summary"] or ""),
                 )
             else:
                 await connection.execute(
@@ -241,6 +242,52 @@ class PostgresStore:
             limit,
         )
         return [turn_from(dict(row), tenant_id, session_id) for row in reversed(rows)]
+
+    async def fold_candidates(
+        self, tenant_id: str, session_id: str, keep_last: int
+    ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+        columns = ", ".join(f't."{column}"' for column in TRANSCRIPT_COLUMNS)
+        async with self._tenant(tenant_id) as connection:
+            rows = await connection.fetch(
+                f"SELECT t.seq, {columns} FROM conversation_turns t "  # noqa: S608
+                "JOIN session_contexts s USING (tenant_id, session_id) "
+                "WHERE t.tenant_id = $1 AND t.session_id = $2 AND t.seq > s.folded_seq "
+                "AND t.seq <= (SELECT max(seq) FROM conversation_turns "
+                "WHERE tenant_id = $1 AND session_id = $2) - $3 ORDER BY t.seq",
+                tenant_id,
+                session_id,
+                keep_last,
+            )
+        return [(row["seq"], turn_from(dict(row), tenant_id, session_id)) for row in rows]
+
+    async def apply_fold(
+        self, tenant_id: str, session_id: str, through_seq: int, summary: str
+    ) -> bool:
+        async with self._tenant(tenant_id) as connection:
+            status = await connection.execute(
+                "UPDATE session_contexts SET folded_seq = $3, "
+                "short_context = jsonb_set(short_context, '{summary}', to_jsonb($4::text)) "
+                "WHERE tenant_id = $1 AND session_id = $2 AND folded_seq < $3",
+                tenant_id,
+                session_id,
+                through_seq,
+                summary,
+            )
+        return bool(status == "UPDATE 1")
+
+    async def turns_after(
+        self, tenant_id: str, session_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+        async with self._tenant(tenant_id) as connection:
+            rows = await connection.fetch(
+                f"SELECT seq, {_columns(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
+                "WHERE tenant_id = $1 AND session_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                tenant_id,
+                session_id,
+                after_seq,
+                limit,
+            )
+        return [(row["seq"], turn_from(dict(row), tenant_id, session_id)) for row in rows]
 
     async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
         async with self._tenant(tenant_id) as connection:

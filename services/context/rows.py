@@ -209,3 +209,14 @@ def consent_from(values: dict[str, Any], tenant_id: str) -> consent_pb2.UserCons
         consent_date=timestamp(values["consent_date"]),
         revoked_date=timestamp(values["revoked_date"]),
     )
+
+
+def short_context_values(
+    short_context: conversation_pb2.ShortContext, stored_summary: str
+) -> dict[str, Any]:
+    """The short context to store: the summary is the context service's own (folded) one
+    unless the caller brings a non-empty replacement."""
+    values = json_format.MessageToDict(short_context)
+    if not short_context.summary and stored_summary:
+        values["summary"] = stored_summary
+    return values

@@ -156,6 +156,15 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
             transcript_truncated=len(transcript) >= limit > 0,
         )
 
+    async def ListTurns(self, request: pb.ListTurnsRequest, context: Any) -> pb.ListTurnsResponse:
+        turns, token = await self._book.turns_page(
+            correlation.current().tenant_id,
+            _session_id(request.session_id),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListTurnsResponse(turns=turns, next_page_token=token)
+
     async def GetTenant(self, request: pb.GetTenantRequest, context: Any) -> pb.GetTenantResponse:
         return pb.GetTenantResponse(tenant=await self._book.tenant(correlation.current().tenant_id))
 

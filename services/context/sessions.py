@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 
 from services.context.cache import SessionCache
+from services.context.folding import fold_lines
 from services.context.locks import SessionLocks
 from services.context.store import SessionStore, check_fence
 from services.mesh.errors import (
@@ -21,6 +22,8 @@ log = logging.getLogger("metaagent.context")
 DEFAULT_DEDUP_WINDOW_SECONDS = 60
 
 
+DEFAULT_TURNS_PAGE, MAX_TURNS_PAGE = 50, 500
+FOLD_BATCH = 10
 MAX_TURN_TEXT_CHARS = 16_000
 MAX_TURNS_PER_COMMIT = 20
 
@@ -124,8 +127,19 @@ class ContextBook:
         stored = await self._store.commit_turns(
             tenant_id, session_id, turns, short_context, fencing_token
         )
+        await self._fold(tenant_id, session_id)
         await self._cache.delete(cache_key(tenant_id, session_id))
         return stored
+
+    async def _fold(self, tenant_id: str, session_id: str) -> None:
+        """Fold turns older than the recent window into the summary, a batch at a time."""
+        candidates = await self._store.fold_candidates(tenant_id, session_id, self._recent_turns)
+        if len(candidates) < FOLD_BATCH:
+            return
+        current = await self._store.load_session(tenant_id, session_id, 0)
+        summary = current.short_context.summary if current is not None else ""
+        folded = fold_lines(summary, [turn for _, turn in candidates])
+        await self._store.apply_fold(tenant_id, session_id, candidates[-1][0], folded)
 
     async def session(
         self, tenant_id: str, session_id: str, transcript_limit: int
@@ -135,6 +149,25 @@ class ContextBook:
             raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
         transcript = await self._store.transcript(tenant_id, session_id, transcript_limit)
         return context, transcript
+
+    async def turns_page(
+        self, tenant_id: str, session_id: str, page_size: int, page_token: str
+    ) -> tuple[list[conversation_pb2.ConversationTurn], str]:
+        """One page of the full transcript, oldest first, and the next page's token."""
+        violations = []
+        if page_size < 0:
+            violations.append(FieldViolation("page_size", "must not be negative"))
+        if page_token and not page_token.isdigit():
+            violations.append(FieldViolation("page_token", "is not a token from this API"))
+        if violations:
+            raise invalid_argument(*violations)
+        if await self._store.load_session(tenant_id, session_id, 0) is None:
+            raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+        size = min(page_size or DEFAULT_TURNS_PAGE, MAX_TURNS_PAGE)
+        rows = await self._store.turns_after(tenant_id, session_id, int(page_token or 0), size + 1)
+        page = rows[:size]
+        token = str(page[-1][0]) if len(rows) > size else ""
+        return [turn for _, turn in page], token
 
     async def tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig:
         config = await self._store.get_tenant(tenant_id)

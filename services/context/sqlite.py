@@ -28,6 +28,7 @@ from services.context.rows import (
     outbox_message_from,
     outbox_values,
     prepare_turn,
+    short_context_values,
     timestamp,
     turn_from,
     turn_values,
@@ -58,6 +59,7 @@ MIGRATIONS = (
         updated_at TEXT NOT NULL,
         expires_at TEXT,
         fence INTEGER NOT NULL DEFAULT 0,
+        folded_seq INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (tenant_id, session_id)
     );
     CREATE TABLE conversation_turns (
@@ -285,14 +287,16 @@ class SqliteStore:
         await db.execute("BEGIN IMMEDIATE")
         try:
             async with db.execute(
-                "SELECT fence FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                "SELECT fence, short_context FROM session_contexts "
+                "WHERE tenant_id = ? AND session_id = ?",
                 (tenant_id, session_id),
             ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
+                session = await cursor.fetchone()
+            if session is None:
                 raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+            stored_summary = str(json.loads(session[1]).get("summary", ""))
             if fencing_token:
-                check_fence(int(row[0]), fencing_token)
+                check_fence(int(session[0]), fencing_token)
                 await db.execute(
                     "UPDATE session_contexts SET fence = ? WHERE tenant_id = ? AND session_id = ?",
                     (fencing_token, tenant_id, session_id),
@@ -322,7 +326,7 @@ class SqliteStore:
             params: list[object] = [now.isoformat()]
             if short_context is not None:
                 updates.append("short_context = ?")
-                params.append(json_format.MessageToJson(short_context))
+                params.append(json.dumps(short_context_values(short_context, stored_summary)))
             await db.execute(
                 f"UPDATE session_contexts SET {', '.join(updates)} "  # noqa: S608 - fixed names
                 "WHERE tenant_id = ? AND session_id = ?",
@@ -354,6 +358,56 @@ class SqliteStore:
         return [
             turn_from(_decode(TRANSCRIPT_COLUMNS, row), tenant_id, session_id)
             for row in reversed(list(rows))
+        ]
+
+    async def fold_candidates(
+        self, tenant_id: str, session_id: str, keep_last: int
+    ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+        async with (
+            self._connection() as db,
+            db.execute(
+                f"SELECT t.seq, {', '.join('t.' + c for c in TRANSCRIPT_COLUMNS)} "  # noqa: S608
+                "FROM conversation_turns t JOIN session_contexts s "
+                "ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id "
+                "WHERE t.tenant_id = ? AND t.session_id = ? AND t.seq > s.folded_seq "
+                "AND t.seq <= (SELECT MAX(seq) FROM conversation_turns "
+                "WHERE tenant_id = ? AND session_id = ?) - ? ORDER BY t.seq",
+                (tenant_id, session_id, tenant_id, session_id, keep_last),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [
+            (row[0], turn_from(_decode(TRANSCRIPT_COLUMNS, row[1:]), tenant_id, session_id))
+            for row in rows
+        ]
+
+    async def apply_fold(
+        self, tenant_id: str, session_id: str, through_seq: int, summary: str
+    ) -> bool:
+        async with self._connection() as db:
+            updated = await db.execute(
+                "UPDATE session_contexts SET folded_seq = ?, short_context = json_set("
+                "short_context, '$.summary', ?) "
+                "WHERE tenant_id = ? AND session_id = ? AND folded_seq < ?",
+                (through_seq, summary, tenant_id, session_id, through_seq),
+            )
+        return updated.rowcount == 1
+
+    async def turns_after(
+        self, tenant_id: str, session_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+        async with (
+            self._connection() as db,
+            db.execute(
+                f"SELECT seq, {', '.join(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
+                "WHERE tenant_id = ? AND session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (tenant_id, session_id, after_seq, limit),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [
+            (row[0], turn_from(_decode(TRANSCRIPT_COLUMNS, row[1:]), tenant_id, session_id))
+            for row in rows
         ]
 
     async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:

@@ -53,6 +53,21 @@ class SessionStore(Protocol):
         self, tenant_id: str, session_id: str, limit: int
     ) -> list[conversation_pb2.ConversationTurn]: ...
 
+    async def fold_candidates(
+        self, tenant_id: str, session_id: str, keep_last: int
+    ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+        """Turns not yet folded into the summary, leaving the last `keep_last` verbatim."""
+
+    async def apply_fold(
+        self, tenant_id: str, session_id: str, through_seq: int, summary: str
+    ) -> bool:
+        """Set the summary and mark turns up to `through_seq` folded (False if a racer did)."""
+
+    async def turns_after(
+        self, tenant_id: str, session_id: str, after_seq: int, limit: int
+    ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+        """(seq, turn) pairs after `after_seq`, oldest first."""
+
     async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
         """The tenant's PENDING outbox messages, oldest first."""
 

@@ -192,3 +192,32 @@ async def test_a_stale_fencing_token_is_refused_and_writes_nothing(
     await store.commit_turns(tenant, "s1", [_turn(USER, "lease 6")], None, fencing_token=6)
     texts = [t.text for t in await store.transcript(tenant, "s1", 10)]
     assert texts == ["with lease 5", "lease 5 again", "lease 6"]
+
+
+async def test_turns_page_through_the_whole_transcript(store: SessionStore, tenant: str) -> None:
+    await store.create_session(tenant, "s1", "u1", 1)
+    await store.commit_turns(tenant, "s1", [_turn(USER, f"m{n}") for n in range(7)], None)
+    first = await store.turns_after(tenant, "s1", 0, 3)
+    rest = await store.turns_after(tenant, "s1", first[-1][0], 10)
+    assert [t.text for _, t in first + rest] == [f"m{n}" for n in range(7)]
+    assert await store.turns_after(f"{tenant}-other", "s1", 0, 10) == []
+
+
+async def test_old_turns_fold_into_the_summary_once(store: SessionStore, tenant: str) -> None:
+    await store.create_session(tenant, "s1", "u1", 1)
+    await store.commit_turns(
+        tenant,
+        "s1",
+        [_turn(USER, f"m{n}") for n in range(8)],
+        conversation_pb2.ShortContext(summary="earlier", last_intent="greeting"),
+    )
+    candidates = await store.fold_candidates(tenant, "s1", keep_last=3)
+    assert [t.text for _, t in candidates] == ["m0", "m1", "m2", "m3", "m4"]
+    through = candidates[-1][0]
+    assert await store.apply_fold(tenant, "s1", through, "earlier\nuser: m0") is True
+    assert await store.apply_fold(tenant, "s1", through, "a racer's summary") is False
+    assert await store.fold_candidates(tenant, "s1", keep_last=3) == []
+    loaded = await store.load_session(tenant, "s1", 3)
+    assert loaded.short_context.summary == "earlier\nuser: m0"
+    assert loaded.short_context.last_intent == "greeting"
+    assert [t.text for t in loaded.recent_turns] == ["m5", "m6", "m7"]

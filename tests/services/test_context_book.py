@@ -232,3 +232,21 @@ async def test_bad_turns_are_refused_with_details_and_write_nothing(
     assert [v.field for v in refused.value.violations] == [field.replace("[0]", "[1]")]
     _, transcript = await book.session("demo", "s1", 10)
     assert transcript == []
+
+
+async def test_the_transcript_pages_with_tokens(book: ContextBook) -> None:
+    await book.get_or_create("demo", "s1", "u1", 1)
+    for n in range(5):
+        await book.commit_turn("demo", "s1", [_turn(1, f"m{n}")], None)
+    first, token = await book.turns_page("demo", "s1", 2, "")
+    second, token2 = await book.turns_page("demo", "s1", 2, token)
+    third, token3 = await book.turns_page("demo", "s1", 2, token2)
+    assert [t.text for t in first + second + third] == [f"m{n}" for n in range(5)]
+    assert token3 == ""
+    for size, bad_token in ((-1, ""), (2, "abc")):
+        with pytest.raises(MeshError) as refused:
+            await book.turns_page("demo", "s1", size, bad_token)
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(MeshError) as missing:
+        await book.turns_page("demo", "nope", 2, "")
+    assert missing.value.code == grpc.StatusCode.NOT_FOUND

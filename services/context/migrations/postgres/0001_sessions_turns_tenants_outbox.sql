@@ -29,6 +29,7 @@ CREATE TABLE session_contexts (
   updated_at    timestamptz NOT NULL DEFAULT now(),
   expires_at    timestamptz,
   fence         bigint NOT NULL DEFAULT 0,
+  folded_seq    integer NOT NULL DEFAULT 0,
   PRIMARY KEY (tenant_id, session_id)
 );
 

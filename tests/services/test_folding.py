@@ -1,0 +1,62 @@
+"""A long conversation stays bounded: old turns fold into the summary, recent ones stay."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from metaagent.common.v1 import conversation_pb2
+
+from services.context.cache import MemoryCache
+from services.context.demo import demo_tenant
+from services.context.folding import LINE_CHARS, SUMMARY_CHARS, fold_lines
+from services.context.sessions import FOLD_BATCH, ContextBook
+from services.context.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def book(tmp_path: Path) -> AsyncIterator[ContextBook]:
+    store = SqliteStore(tmp_path / "context.db")
+    await store.open()
+    await store.put_tenant(demo_tenant())
+    yield ContextBook(store, MemoryCache(), ttl_seconds=900, recent_turns=4)
+    await store.close()
+
+
+def _turn(role: int, text: str) -> conversation_pb2.ConversationTurn:
+    return conversation_pb2.ConversationTurn(role=role, text=text)
+
+
+async def test_a_long_conversation_keeps_recent_turns_and_folds_the_rest(book: ContextBook) -> None:
+    await book.get_or_create("demo", "s1", "u1", 1)
+    for n in range(40):
+        await book.commit_turn(
+            "demo",
+            "s1",
+            [_turn(1, f"pregunta {n} " + "detalle " * 8), _turn(2, f"respuesta {n}")],
+            conversation_pb2.ShortContext(last_intent=f"intent-{n}"),
+        )
+        context, _, _ = await book.get_or_create("demo", "s1", "u1", 1)
+        assert len(context.recent_turns) == min(4, 2 * (n + 1))
+        assert context.short_context.last_intent == f"intent-{n}"
+        assert len(context.short_context.summary) <= SUMMARY_CHARS
+    summary = context.short_context.summary
+    assert "user: pregunta 30 detalle" in summary
+    assert "agent: respuesta 30" in summary
+    assert "pregunta 0 " not in summary, "the oldest lines leave a full summary first"
+    assert [" ".join(t.text.split()[:2]) for t in context.recent_turns] == [
+        "pregunta 38",
+        "respuesta 38",
+        "pregunta 39",
+        "respuesta 39",
+    ]
+
+
+def test_fold_lines_shortens_long_turns_and_keeps_the_newest_lines() -> None:
+    long_turn = _turn(1, "palabra " * 100)
+    folded = fold_lines("", [long_turn])
+    assert folded.startswith("user: palabra")
+    assert len(folded) <= len("user: ") + LINE_CHARS
+    many = fold_lines("", [_turn(2, f"línea {n} " + "x" * 100) for n in range(100)])
+    assert len(many) <= SUMMARY_CHARS
+    assert many.splitlines()[-1].startswith("agent: línea 99")
+    assert FOLD_BATCH > 1
