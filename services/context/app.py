@@ -17,7 +17,7 @@ from services.mesh.server import MeshServer, ServiceBinding
 
 
 def build_server(settings: ContextSettings) -> MeshServer:
-    store = open_store(settings.resolved_store_url())
+    store = open_store(settings.resolved_store_url(), settings.relay_store_url)
     coordination = open_coordination(settings.cache_url)
     book = ContextBook(
         store,
@@ -43,7 +43,7 @@ def build_server(settings: ContextSettings) -> MeshServer:
             ServiceBinding(
                 context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
                 context_service_pb2_grpc.add_ContextServiceServicer_to_server,
-                ContextServicer(book, guards, audit, ConsentBook(store, coordination.cache, audit)),  # type: ignore[abstract]
+                ContextServicer(book, guards, audit, ConsentBook(store, coordination.cache, audit)),
             )
         ],
         readiness=[open_and_seed],

@@ -36,6 +36,7 @@ from services.context.rows import (
     timestamp,
     turn_from,
     turn_values,
+    with_outbox_status,
 )
 from services.context.store import AuditFilters, ConsentChange, Erasure, check_fence
 from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
@@ -61,10 +62,14 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
 class PostgresStore:
     """SessionStore on PostgreSQL; one pool, one transaction per operation."""
 
-    def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self, dsn: str, *, relay_dsn: str | None = None, min_size: int = 1, max_size: int = 10
+    ) -> None:
         self._dsn = dsn
+        self._relay_dsn = relay_dsn
         self._min_size, self._max_size = min_size, max_size
         self._pool: asyncpg.Pool | None = None
+        self._relay_pool: asyncpg.Pool | None = None
 
     async def open(self) -> None:
         try:
@@ -86,22 +91,40 @@ class PostgresStore:
                 "SCHEMA_BEHIND",
             )
         self._pool = pool
+        if self._relay_dsn:
+            try:
+                self._relay_pool = await asyncpg.create_pool(
+                    self._relay_dsn, min_size=0, max_size=2, init=_json_codecs
+                )
+            except UNAVAILABLE_ERRORS as error:
+                raise unavailable(
+                    f"the relay login cannot connect: {type(error).__name__}"
+                ) from None
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._relay_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._relay_pool = None
 
     @asynccontextmanager
-    async def _tenant(self, tenant_id: str) -> AsyncIterator[asyncpg.Connection]:
-        """A connection in a transaction that sees only `tenant_id`'s rows."""
+    async def _tenant(self, tenant_id: str | None) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in a transaction that sees only `tenant_id`'s rows; with None, the
+        relay's connection, which sees the outbox of every tenant and nothing else."""
+        pool = self._pool if tenant_id is not None else self._relay_pool
         if self._pool is None:
             raise unavailable("the context store is not open")
+        if pool is None:
+            raise failed_precondition(
+                "cross-tenant outbox access needs the relay login (CONTEXT_RELAY_STORE_URL)",
+                "RELAY_ACCESS_NOT_CONFIGURED",
+            )
         try:
-            async with self._pool.acquire() as connection, connection.transaction():
-                await connection.execute(
-                    "SELECT set_config('app.current_tenant_id', $1, true)", tenant_id
-                )
+            async with pool.acquire() as connection, connection.transaction():
+                if tenant_id is not None:
+                    await connection.execute(
+                        "SELECT set_config('app.current_tenant_id', $1, true)", tenant_id
+                    )
                 yield connection
         except asyncpg.exceptions.UniqueViolationError as error:
             raise already_exists(f"duplicate id ({error.constraint_name})") from None
@@ -241,7 +264,25 @@ class PostgresStore:
             session_id,
             limit,
         )
-        return [turn_from(dict(row), tenant_id, session_id) for row in reversed(rows)]
+        turns = [turn_from(dict(row), tenant_id, session_id) for row in reversed(rows)]
+        return with_outbox_status(turns, await self._statuses(connection, tenant_id, turns))
+
+    @staticmethod
+    async def _statuses(
+        connection: asyncpg.Connection,
+        tenant_id: str,
+        turns: list[conversation_pb2.ConversationTurn],
+    ) -> dict[str, int]:
+        ids = [action.action_id for turn in turns for action in turn.actions]
+        if not ids:
+            return {}
+        rows = await connection.fetch(
+            "SELECT message_id, status FROM outbox WHERE tenant_id = $1 "
+            "AND message_id = ANY($2::text[])",
+            tenant_id,
+            ids,
+        )
+        return {row["message_id"]: row["status"] for row in rows}
 
     async def fold_candidates(
         self, tenant_id: str, session_id: str, keep_last: int
@@ -289,16 +330,37 @@ class PostgresStore:
             )
         return [(row["seq"], turn_from(dict(row), tenant_id, session_id)) for row in rows]
 
-    async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
+    async def pending_outbox(
+        self, tenant_id: str | None, limit: int
+    ) -> list[outbox_pb2.OutboxMessage]:
+        tenant_filter = "" if tenant_id is None else "AND tenant_id = $3 "
+        params = [conversation_pb2.ACTION_STATUS_PENDING, limit]
         async with self._tenant(tenant_id) as connection:
             rows = await connection.fetch(
                 f"SELECT {_columns(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
-                "WHERE tenant_id = $1 AND status = $2 ORDER BY position LIMIT $3",
-                tenant_id,
-                conversation_pb2.ACTION_STATUS_PENDING,
-                limit,
+                f"WHERE status = $1 {tenant_filter}ORDER BY position LIMIT $2",
+                *params,
+                *([tenant_id] if tenant_id is not None else []),
             )
-        return [outbox_message_from(dict(row), tenant_id) for row in rows]
+        return [outbox_message_from(dict(row)) for row in rows]
+
+    async def mark_outbox(
+        self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
+    ) -> list[tuple[str, str]]:
+        pending = conversation_pb2.ACTION_STATUS_PENDING
+        tenant_filter = "" if tenant_id is None else "AND tenant_id = $5 "
+        async with self._tenant(tenant_id) as connection:
+            rows = await connection.fetch(
+                "UPDATE outbox SET status = $2, attempts = attempts + 1, last_error = $3 "  # noqa: S608
+                f"WHERE message_id = ANY($1::text[]) AND status = $4 {tenant_filter}"
+                "RETURNING tenant_id, session_id",
+                list(message_ids),
+                status,
+                error,
+                pending,
+                *([tenant_id] if tenant_id is not None else []),
+            )
+        return [(row["tenant_id"], row["session_id"]) for row in rows]
 
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry

@@ -38,6 +38,7 @@ OUTBOX_COLUMNS = (
 )
 TRANSCRIPT_COLUMNS = tuple(c for c in TURN_COLUMNS if c not in ("tenant_id", "session_id", "seq"))
 PENDING_COLUMNS = (
+    "tenant_id",
     "message_id",
     "session_id",
     "correlation_id",
@@ -149,11 +150,11 @@ def turn_from(
     return turn
 
 
-def outbox_message_from(values: dict[str, Any], tenant_id: str) -> outbox_pb2.OutboxMessage:
+def outbox_message_from(values: dict[str, Any]) -> outbox_pb2.OutboxMessage:
     """An outbox message from PENDING_COLUMNS values."""
     return outbox_pb2.OutboxMessage(
         message_id=values["message_id"],
-        tenant_id=tenant_id,
+        tenant_id=values["tenant_id"],
         session_id=values["session_id"],
         correlation_id=values["correlation_id"],
         topic=f"action.{values['action_type']}",
@@ -220,3 +221,14 @@ def short_context_values(
     if not short_context.summary and stored_summary:
         values["summary"] = stored_summary
     return values
+
+
+def with_outbox_status(
+    turns: list[conversation_pb2.ConversationTurn], statuses: dict[str, int]
+) -> list[conversation_pb2.ConversationTurn]:
+    """The turns with each action's status as the outbox now records it."""
+    for turn in turns:
+        for action in turn.actions:
+            if action.action_id in statuses:
+                action.status = conversation_pb2.ActionStatus.ValueType(statuses[action.action_id])
+    return turns

@@ -5,6 +5,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 from metaagent.context.v1 import context_service_pb2_grpc
 
@@ -18,6 +19,12 @@ from services.mesh import correlation
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument
 
 TRANSCRIPT_LIMIT = 500
+DEFAULT_OUTBOX_PAGE, MAX_OUTBOX_PAGE = 100, 500
+OUTBOX_OUTCOMES = (
+    conversation_pb2.ACTION_STATUS_PENDING,
+    conversation_pb2.ACTION_STATUS_SENT,
+    conversation_pb2.ACTION_STATUS_FAILED,
+)
 CLAIM_STATES = {
     ClaimState.CLAIMED: pb.IDEMPOTENCY_STATE_CLAIMED,
     ClaimState.IN_FLIGHT: pb.IDEMPOTENCY_STATE_IN_FLIGHT,
@@ -164,6 +171,33 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
             request.page_token,
         )
         return pb.ListTurnsResponse(turns=turns, next_page_token=token)
+
+    async def ListOutbox(
+        self, request: pb.ListOutboxRequest, context: Any
+    ) -> pb.ListOutboxResponse:
+        if request.page_size < 0:
+            raise invalid_argument(FieldViolation("page_size", "must not be negative"))
+        size = min(request.page_size or DEFAULT_OUTBOX_PAGE, MAX_OUTBOX_PAGE)
+        messages = await self._book.pending_outbox(correlation.current().tenant_id or None, size)
+        return pb.ListOutboxResponse(messages=messages)
+
+    async def MarkOutbox(
+        self, request: pb.MarkOutboxRequest, context: Any
+    ) -> pb.MarkOutboxResponse:
+        violations = []
+        if not request.message_ids:
+            violations.append(FieldViolation("message_ids", "at least one id is required"))
+        if request.status not in OUTBOX_OUTCOMES:
+            violations.append(FieldViolation("status", "must be PENDING, SENT or FAILED"))
+        if violations:
+            raise invalid_argument(*violations)
+        updated = await self._book.mark_outbox(
+            correlation.current().tenant_id or None,
+            list(request.message_ids),
+            request.status,
+            request.error,
+        )
+        return pb.MarkOutboxResponse(updated=updated)
 
     async def GetTenant(self, request: pb.GetTenantRequest, context: Any) -> pb.GetTenantResponse:
         return pb.GetTenantResponse(tenant=await self._book.tenant(correlation.current().tenant_id))

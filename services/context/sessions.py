@@ -4,6 +4,7 @@ import logging
 from collections.abc import Sequence
 
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.context.v1 import outbox_pb2
 
 from services.context.cache import SessionCache
 from services.context.folding import fold_lines
@@ -168,6 +169,21 @@ class ContextBook:
         page = rows[:size]
         token = str(page[-1][0]) if len(rows) > size else ""
         return [turn for _, turn in page], token
+
+    async def pending_outbox(
+        self, tenant_id: str | None, limit: int
+    ) -> list[outbox_pb2.OutboxMessage]:
+        return await self._store.pending_outbox(tenant_id, limit)
+
+    async def mark_outbox(
+        self, tenant_id: str | None, message_ids: list[str], status: int, error: str
+    ) -> int:
+        """Record publish outcomes; cached copies of the sessions concerned are dropped so their
+        turns show the new statuses."""
+        marked = await self._store.mark_outbox(tenant_id, message_ids, status, error)
+        for owner, session_id in set(marked):
+            await self._cache.delete(cache_key(owner, session_id))
+        return len(marked)
 
     async def tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig:
         config = await self._store.get_tenant(tenant_id)

@@ -9,6 +9,9 @@ class ContextSettings(MeshSettings):
     store_url: str | None = Field(None, validation_alias="CONTEXT_STORE_URL")
     """`sqlite:///path.db` (embedded default: `<state dir>/context.db`) or
     `postgresql://app-login@host/db` (a member of `metaagent_app`, owning nothing)."""
+    relay_store_url: str | None = Field(None, validation_alias="CONTEXT_RELAY_STORE_URL")
+    """PostgreSQL URL of the outbox relay's login (a member of `metaagent_relay`): needed for
+    ListOutbox / MarkOutbox across tenants."""
     migrations_url: str | None = Field(None, validation_alias="CONTEXT_MIGRATIONS_URL")
     """PostgreSQL URL of the owner role; when set, migrations run at start-up."""
     cache_url: str = Field("memory://", validation_alias="CONTEXT_CACHE_URL")

@@ -32,6 +32,7 @@ from services.context.rows import (
     timestamp,
     turn_from,
     turn_values,
+    with_outbox_status,
 )
 from services.context.store import (
     AuditFilters,
@@ -151,6 +152,11 @@ def _decode(columns: tuple[str, ...], row: Sequence[Any]) -> dict[str, Any]:
 
 def _instant(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def _tenant_filter(tenant_id: str | None) -> tuple[str, tuple[str, ...]]:
+    """An `AND tenant_id = ?` clause and its parameter, or nothing for the relay's sweep."""
+    return ("", ()) if tenant_id is None else ("AND tenant_id = ? ", (tenant_id,))
 
 
 def _placeholders(columns: tuple[str, ...]) -> str:
@@ -355,10 +361,20 @@ class SqliteStore:
             (tenant_id, session_id, limit),
         ) as cursor:
             rows = await cursor.fetchall()
-        return [
+        turns = [
             turn_from(_decode(TRANSCRIPT_COLUMNS, row), tenant_id, session_id)
             for row in reversed(list(rows))
         ]
+        ids = [action.action_id for turn in turns for action in turn.actions]
+        if not ids:
+            return turns
+        async with db.execute(
+            f"SELECT message_id, status FROM outbox WHERE tenant_id = ? "  # noqa: S608
+            f"AND message_id IN ({', '.join('?' for _ in ids)})",
+            (tenant_id, *ids),
+        ) as cursor:
+            statuses = {row[0]: row[1] for row in await cursor.fetchall()}
+        return with_outbox_status(turns, statuses)
 
     async def fold_candidates(
         self, tenant_id: str, session_id: str, keep_last: int
@@ -410,17 +426,37 @@ class SqliteStore:
             for row in rows
         ]
 
-    async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
+    async def pending_outbox(
+        self, tenant_id: str | None, limit: int
+    ) -> list[outbox_pb2.OutboxMessage]:
+        tenant_filter, params = _tenant_filter(tenant_id)
         async with (
             self._connection() as db,
             db.execute(
                 f"SELECT {', '.join(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
-                "WHERE tenant_id = ? AND status = ? ORDER BY rowid LIMIT ?",
-                (tenant_id, conversation_pb2.ACTION_STATUS_PENDING, limit),
+                f"WHERE status = ? {tenant_filter}ORDER BY rowid LIMIT ?",
+                (conversation_pb2.ACTION_STATUS_PENDING, *params, limit),
             ) as cursor,
         ):
             rows = await cursor.fetchall()
-        return [outbox_message_from(_decode(PENDING_COLUMNS, row), tenant_id) for row in rows]
+        return [outbox_message_from(_decode(PENDING_COLUMNS, row)) for row in rows]
+
+    async def mark_outbox(
+        self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
+    ) -> list[tuple[str, str]]:
+        tenant_filter, params = _tenant_filter(tenant_id)
+        marks = ", ".join("?" for _ in message_ids)
+        async with (
+            self._connection() as db,
+            db.execute(
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ? "  # noqa: S608
+                f"WHERE message_id IN ({marks}) AND status = ? {tenant_filter}"
+                "RETURNING tenant_id, session_id",
+                (status, error, *message_ids, conversation_pb2.ACTION_STATUS_PENDING, *params),
+            ) as cursor,
+        ):
+            rows = await cursor.fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry

@@ -68,8 +68,17 @@ class SessionStore(Protocol):
     ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
         """(seq, turn) pairs after `after_seq`, oldest first."""
 
-    async def pending_outbox(self, tenant_id: str, limit: int) -> list[outbox_pb2.OutboxMessage]:
-        """The tenant's PENDING outbox messages, oldest first."""
+    async def pending_outbox(
+        self, tenant_id: str | None, limit: int
+    ) -> list[outbox_pb2.OutboxMessage]:
+        """PENDING outbox messages, oldest first: one tenant's, or every tenant's (None, the
+        relay's sweep, which needs the relay's own access)."""
+
+    async def mark_outbox(
+        self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
+    ) -> list[tuple[str, str]]:
+        """Record a publish outcome: SENT or FAILED are final, PENDING counts a failed attempt.
+        Returns (tenant, session) of each message changed; unknown ids are skipped."""
 
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry
@@ -153,7 +162,7 @@ def check_fence(fence: int, fencing_token: int) -> None:
         )
 
 
-def open_store(url: str) -> SessionStore:
+def open_store(url: str, relay_url: str | None = None) -> SessionStore:
     """The store adapter for `url`; refuses a scheme it does not know rather than guess.
     Drivers are imported only for the adapter chosen."""
     scheme = url.split(":", 1)[0]
@@ -164,7 +173,7 @@ def open_store(url: str) -> SessionStore:
     if scheme in ("postgres", "postgresql"):
         from services.context.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, relay_dsn=relay_url)
     raise ValueError(
         f"unsupported CONTEXT_STORE_URL scheme '{scheme}' (supported: sqlite:///, postgresql://)"
     )

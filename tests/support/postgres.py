@@ -18,6 +18,7 @@ from services.context.migrations.runner import migrate_postgres
 T = TypeVar("T")
 OWNER_ROLE = "metaagent_owner_test"
 APP_ROLE = "metaagent_context_test"
+RELAY_ROLE = "metaagent_relay_test"
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class ThrowawayDatabase:
     admin_dsn: str
     owner_dsn: str
     app_dsn: str
+    relay_dsn: str
     name: str
 
 
@@ -43,7 +45,8 @@ async def _create(admin_dsn: str) -> ThrowawayDatabase:
     name = f"metaagent_test_{os.getpid()}_{secrets.token_hex(3)}"
     admin = await asyncpg.connect(admin_dsn)
     try:
-        for role, options in ((OWNER_ROLE, "LOGIN CREATEROLE"), (APP_ROLE, "LOGIN")):
+        logins = ((OWNER_ROLE, "LOGIN CREATEROLE"), (APP_ROLE, "LOGIN"), (RELAY_ROLE, "LOGIN"))
+        for role, options in logins:
             exists = await admin.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role)
             if not exists:
                 await admin.execute(f"CREATE ROLE {role} {options} NOSUPERUSER NOBYPASSRLS")
@@ -55,10 +58,15 @@ async def _create(admin_dsn: str) -> ThrowawayDatabase:
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute(f"GRANT metaagent_app TO {APP_ROLE}")
+        await owner.execute(f"GRANT metaagent_relay TO {RELAY_ROLE}")
     finally:
         await owner.close()
     return ThrowawayDatabase(
-        admin_dsn, owner_dsn, _with(admin_dsn, user=APP_ROLE, database=name), name
+        admin_dsn,
+        owner_dsn,
+        _with(admin_dsn, user=APP_ROLE, database=name),
+        _with(admin_dsn, user=RELAY_ROLE, database=name),
+        name,
     )
 
 
