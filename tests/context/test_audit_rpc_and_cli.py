@@ -10,13 +10,10 @@ from pathlib import Path
 from google.protobuf import struct_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
-from services.context.app import build_server
-from services.context.settings import ContextSettings
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.mesh.settings import MeshSettings
+from tests.support.context_service import context_service
 from tests.support.mesh_process import ROOT
-from tests.support.servers import started
 
 
 def _verify_cli(store_url: str, tenant: str) -> subprocess.CompletedProcess[str]:
@@ -34,13 +31,8 @@ def _verify_cli(store_url: str, tenant: str) -> subprocess.CompletedProcess[str]
 async def test_audit_through_the_service_and_the_command(state_dir: Path, tmp_path: Path) -> None:
     database = tmp_path / "context.db"
     store_url = f"sqlite:///{database}"
-    settings = ContextSettings(
-        state_dir=state_dir, grpc_listen_addr="127.0.0.1:0", store_url=store_url
-    )
-    server = build_server(settings)
-    async with started(server) as address:
-        await server.ready.wait()
-        clients = MeshClients(MeshSettings(state_dir=state_dir, context_addr=address), "gateway")
+    async with context_service(state_dir, store_url=store_url) as client_settings:
+        clients = MeshClients(client_settings, "gateway")
         try:
             for n in range(3):
                 payload = struct_pb2.Struct()

@@ -7,24 +7,14 @@ import pytest
 from metaagent.context.v1 import consent_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
-from services.context.app import build_server
-from services.context.settings import ContextSettings
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.mesh.settings import MeshSettings
-from tests.support.servers import started
+from tests.support.context_service import context_service
 
 
 async def test_consent_and_erasure_over_grpc(state_dir: Path, tmp_path: Path) -> None:
-    settings = ContextSettings(
-        state_dir=state_dir,
-        grpc_listen_addr="127.0.0.1:0",
-        store_url=f"sqlite:///{tmp_path / 'context.db'}",
-    )
-    server = build_server(settings)
-    async with started(server) as address:
-        await server.ready.wait()
-        client_settings = MeshSettings(state_dir=state_dir, context_addr=address)
+    store_url = f"sqlite:///{tmp_path / 'context.db'}"
+    async with context_service(state_dir, store_url=store_url) as client_settings:
         gateway, speech = (
             MeshClients(client_settings, "gateway"),
             MeshClients(client_settings, "speech"),

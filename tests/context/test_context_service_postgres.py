@@ -8,31 +8,20 @@ import pytest
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
-from services.context.app import build_server
-from services.context.settings import ContextSettings
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError
-from services.mesh.settings import MeshSettings
+from tests.support.context_service import context_service
 from tests.support.postgres import ThrowawayDatabase
-from tests.support.servers import started
 
 
 async def test_sessions_and_turns_through_the_service_on_postgres(
     state_dir: Path, postgres_database: ThrowawayDatabase
 ) -> None:
-    settings = ContextSettings(
-        state_dir=state_dir,
-        grpc_listen_addr="127.0.0.1:0",
-        store_url=postgres_database.app_dsn,
-        migrations_url=postgres_database.owner_dsn,
-    )
-    server = build_server(settings)
-    async with started(server) as address:
-        await server.ready.wait()
-        clients = MeshClients(
-            MeshSettings(state_dir=state_dir, context_addr=address), "orchestrator"
-        )
+    async with context_service(
+        state_dir, store_url=postgres_database.app_dsn, migrations_url=postgres_database.owner_dsn
+    ) as reach:
+        clients = MeshClients(reach, "orchestrator")
         session_id = f"pg-{uuid.uuid4().hex[:8]}"
         call = correlation.CallContext(correlation_id="corr-pg", tenant_id="demo")
         try:

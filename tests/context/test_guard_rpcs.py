@@ -13,13 +13,10 @@ from google.protobuf import duration_pb2
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
-from services.context.app import build_server
-from services.context.settings import ContextSettings
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError
-from services.mesh.settings import MeshSettings
-from tests.support.servers import started
+from tests.support.context_service import context_service
 
 
 @dataclass
@@ -37,18 +34,9 @@ async def context(
     request: pytest.FixtureRequest, state_dir: Path, tmp_path: Path
 ) -> AsyncIterator[ContextUnderTest]:
     cache_url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-    settings = ContextSettings(
-        state_dir=state_dir,
-        grpc_listen_addr="127.0.0.1:0",
-        cache_url=cache_url,
-        store_url=f"sqlite:///{tmp_path / 'context.db'}",
-    )
-    server = build_server(settings)
-    async with started(server) as address:
-        await server.ready.wait()
-        clients = MeshClients(
-            MeshSettings(state_dir=state_dir, context_addr=address), "orchestrator"
-        )
+    store_url = f"sqlite:///{tmp_path / 'context.db'}"
+    async with context_service(state_dir, cache_url=cache_url, store_url=store_url) as reach:
+        clients = MeshClients(reach, "orchestrator")
         session = f"s-{uuid.uuid4().hex[:12]}"
         call = correlation.CallContext(correlation_id="corr-guards", tenant_id="demo")
         with correlation.bound(call):

@@ -5,26 +5,17 @@ from pathlib import Path
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
-from services.context.app import build_server
-from services.context.settings import ContextSettings
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.mesh.settings import MeshSettings
-from tests.support.servers import started
+from tests.support.context_service import context_service
 
 
 async def test_the_relay_sweeps_marks_and_the_session_shows_it(
     state_dir: Path, tmp_path: Path
 ) -> None:
-    settings = ContextSettings(
-        state_dir=state_dir,
-        grpc_listen_addr="127.0.0.1:0",
-        store_url=f"sqlite:///{tmp_path / 'context.db'}",
-    )
-    server = build_server(settings)
-    async with started(server) as address:
-        await server.ready.wait()
-        relay = MeshClients(MeshSettings(state_dir=state_dir, context_addr=address), "orchestrator")
+    store_url = f"sqlite:///{tmp_path / 'context.db'}"
+    async with context_service(state_dir, store_url=store_url) as client_settings:
+        relay = MeshClients(client_settings, "orchestrator")
         demo = correlation.CallContext(correlation_id="corr-turn", tenant_id="demo")
         sweep = correlation.CallContext(correlation_id="corr-sweep")
         try:
