@@ -246,6 +246,27 @@ class PostgresStore:
                 )
         return stored
 
+    async def update_short_context(
+        self, tenant_id: str, session_id: str, short_context: conversation_pb2.ShortContext
+    ) -> bool:
+        async with self._tenant(tenant_id) as connection:
+            stored = await connection.fetchrow(
+                "SELECT short_context ->> 'summary' AS summary FROM session_contexts "
+                "WHERE tenant_id = $1 AND session_id = $2 FOR UPDATE",
+                tenant_id,
+                session_id,
+            )
+            if stored is None:
+                return False
+            await connection.execute(
+                "UPDATE session_contexts SET short_context = $3, updated_at = now() "
+                "WHERE tenant_id = $1 AND session_id = $2",
+                tenant_id,
+                session_id,
+                short_context_values(short_context, stored["summary"] or ""),
+            )
+        return True
+
     async def transcript(
         self, tenant_id: str, session_id: str, limit: int
     ) -> list[conversation_pb2.ConversationTurn]:

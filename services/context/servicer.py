@@ -89,6 +89,17 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
         )
         return pb.CommitTurnResponse(turns=stored)
 
+    async def UpdateShortContext(
+        self, request: pb.UpdateShortContextRequest, context: Any
+    ) -> pb.UpdateShortContextResponse:
+        session_id = _session_id(request.session_id)
+        if not request.HasField("short_context"):
+            raise invalid_argument(FieldViolation("short_context", "is required"))
+        updated = await self._book.update_short_context(
+            correlation.current().tenant_id, session_id, request.short_context
+        )
+        return pb.UpdateShortContextResponse(context=updated)
+
     async def AcquireSessionLock(
         self, request: pb.AcquireSessionLockRequest, context: Any
     ) -> pb.AcquireSessionLockResponse:

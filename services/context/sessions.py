@@ -92,8 +92,8 @@ class ContextBook:
     ) -> tuple[conversation_pb2.SessionContext, bool, bool]:
         """(context, created, cache_hit) for the session, creating it on first sight.
 
-        FAILED_PRECONDITION when the tenant is not configured (nothing is created) or when
-        `user_id` is set and the session belongs to another user."""
+        NOT_FOUND when the tenant is not configured (nothing is created); FAILED_PRECONDITION
+        when `user_id` is set and the session belongs to another user."""
         key = cache_key(tenant_id, session_id)
         cached = await self._cache.get(key)
         if cached is not None:
@@ -103,10 +103,7 @@ class ContextBook:
         created = False
         stored = await self._store.load_session(tenant_id, session_id, self._recent_turns)
         if stored is None:
-            if await self._store.get_tenant(tenant_id) is None:
-                raise failed_precondition(
-                    f"tenant '{tenant_id}' is not configured", "TENANT_NOT_CONFIGURED"
-                )
+            await self.tenant(tenant_id)
             stored = await self._store.create_session(tenant_id, session_id, user_id, channel)
             created = True
         context = stored
@@ -141,6 +138,16 @@ class ContextBook:
         summary = current.short_context.summary if current is not None else ""
         folded = fold_lines(summary, [turn for _, turn in candidates])
         await self._store.apply_fold(tenant_id, session_id, candidates[-1][0], folded)
+
+    async def update_short_context(
+        self, tenant_id: str, session_id: str, short_context: conversation_pb2.ShortContext
+    ) -> conversation_pb2.SessionContext:
+        if not await self._store.update_short_context(tenant_id, session_id, short_context):
+            raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
+        await self._cache.delete(cache_key(tenant_id, session_id))
+        updated = await self._store.load_session(tenant_id, session_id, self._recent_turns)
+        assert updated is not None
+        return updated
 
     async def session(
         self, tenant_id: str, session_id: str, transcript_limit: int

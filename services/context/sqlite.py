@@ -344,6 +344,25 @@ class SqliteStore:
             raise
         return stored
 
+    async def update_short_context(
+        self, tenant_id: str, session_id: str, short_context: conversation_pb2.ShortContext
+    ) -> bool:
+        async with self._connection() as db:
+            async with db.execute(
+                "SELECT short_context FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                (tenant_id, session_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return False
+            values = short_context_values(short_context, json.loads(row[0]).get("summary", ""))
+            await db.execute(
+                "UPDATE session_contexts SET short_context = ?, updated_at = ? "
+                "WHERE tenant_id = ? AND session_id = ?",
+                (json.dumps(values), _now().isoformat(), tenant_id, session_id),
+            )
+        return True
+
     async def transcript(
         self, tenant_id: str, session_id: str, limit: int
     ) -> list[conversation_pb2.ConversationTurn]:

@@ -49,6 +49,12 @@ class SessionStore(Protocol):
         A non-zero `fencing_token` older than one already committed for the session is
         refused (FAILED_PRECONDITION) and becomes the session's fence otherwise."""
 
+    async def update_short_context(
+        self, tenant_id: str, session_id: str, short_context: conversation_pb2.ShortContext
+    ) -> bool:
+        """Replace the short context (an empty summary keeps the stored one); False when the
+        session does not exist."""
+
     async def transcript(
         self, tenant_id: str, session_id: str, limit: int
     ) -> list[conversation_pb2.ConversationTurn]: ...

@@ -47,4 +47,4 @@ async def test_sessions_and_turns_through_the_service_on_postgres(
             await clients.close()
     assert (first.created, again.created, again.cache_hit) == (True, False, False)
     assert [t.text for t in again.context.recent_turns] == ["hola"]
-    assert MeshError.from_rpc_error(unknown.value).reason == "TENANT_NOT_CONFIGURED"
+    assert MeshError.from_rpc_error(unknown.value).reason == "TENANT_NOT_FOUND"

@@ -221,3 +221,20 @@ async def test_old_turns_fold_into_the_summary_once(store: SessionStore, tenant:
     assert loaded.short_context.summary == "earlier\nuser: m0"
     assert loaded.short_context.last_intent == "greeting"
     assert [t.text for t in loaded.recent_turns] == ["m5", "m6", "m7"]
+
+
+async def test_the_short_context_is_updated_outside_a_turn(
+    store: SessionStore, tenant: str
+) -> None:
+    await store.create_session(tenant, "s1", "u1", 1)
+    await store.commit_turns(
+        tenant, "s1", [_turn(USER, "hola")], conversation_pb2.ShortContext(summary="folded")
+    )
+    entities = conversation_pb2.ShortContext(last_intent="address_fix")
+    entities.entities.update({"address": "Calle Mayor 1"})
+    assert await store.update_short_context(tenant, "s1", entities) is True
+    loaded = await store.load_session(tenant, "s1", 5)
+    assert loaded.short_context.last_intent == "address_fix"
+    assert loaded.short_context.entities["address"] == "Calle Mayor 1"
+    assert loaded.short_context.summary == "folded"
+    assert await store.update_short_context(f"{tenant}-other", "s1", entities) is False

@@ -112,8 +112,8 @@ async def test_no_session_is_created_for_an_unconfigured_tenant(
 ) -> None:
     with pytest.raises(MeshError) as refused:
         await book.get_or_create("ghost", "s1", "u1", 1)
-    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert refused.value.reason == "TENANT_NOT_CONFIGURED"
+    assert refused.value.code == grpc.StatusCode.NOT_FOUND
+    assert refused.value.reason == "TENANT_NOT_FOUND"
     assert await store.load_session("ghost", "s1", 0) is None
 
 
