@@ -11,7 +11,7 @@ from google.protobuf import struct_pb2
 from services.context.audit import AuditLog, Verdict
 from services.context.store import AuditFilters, SessionStore, open_store
 from services.mesh.errors import MeshError
-from tests.support.postgres import ThrowawayDatabase
+from tests.support.postgres import APP_ROLE, OWNER_ROLE, ThrowawayDatabase
 
 
 def _payload(**values: object) -> struct_pb2.Struct:
@@ -28,8 +28,8 @@ async def _chain(store: SessionStore, tenant: str, count: int) -> AuditLog:
 
 
 async def _tamper(kind: str, url: str, tenant: str, *statements: str) -> None:
-    """Change rows behind the application's back, the way an intruder with the owner's (or a
-    superuser's) rights would: triggers off, then the raw statements."""
+    """Change rows behind the application's back, as the owner role would: its triggers off,
+    the raw statements, triggers back on."""
     if kind == "sqlite":
         connection = sqlite3.connect(url.removeprefix("sqlite:///"))
         try:
@@ -41,14 +41,18 @@ async def _tamper(kind: str, url: str, tenant: str, *statements: str) -> None:
         finally:
             connection.close()
         return
-    superuser = await asyncpg.connect(url.replace("metaagent_context_test@", "postgres@"))
+    owner = await asyncpg.connect(url.replace(f"{APP_ROLE}@", f"{OWNER_ROLE}@"))
     try:
-        async with superuser.transaction():
-            await superuser.execute("SET LOCAL session_replication_role = replica")
-            for statement in statements:
-                await superuser.execute(statement.replace("?", "$1"), tenant)
+        await owner.execute("ALTER TABLE audit_logs DISABLE TRIGGER USER")
+        try:
+            async with owner.transaction():
+                await owner.execute("SELECT set_config('app.current_tenant_id', $1, true)", tenant)
+                for statement in statements:
+                    await owner.execute(statement.replace("?", "$1"), tenant)
+        finally:
+            await owner.execute("ALTER TABLE audit_logs ENABLE TRIGGER USER")
     finally:
-        await superuser.close()
+        await owner.close()
 
 
 async def test_appends_form_a_valid_chain(store: SessionStore, tenant: str) -> None:
