@@ -235,7 +235,9 @@ class PostgresStore:
                     "WHERE tenant_id = $1 AND session_id = $2",
                     tenant_id,
                     session_id,
-                    short_context_values(short_context, session["summary"] or ""),
+                    short_context_values(
+                        short_context, session["summary"] or "", replace_summary=False
+                    ),
                 )
             else:
                 await connection.execute(
@@ -263,7 +265,7 @@ class PostgresStore:
                 "WHERE tenant_id = $1 AND session_id = $2",
                 tenant_id,
                 session_id,
-                short_context_values(short_context, stored["summary"] or ""),
+                short_context_values(short_context, stored["summary"] or "", replace_summary=True),
             )
         return True
 

@@ -213,13 +213,16 @@ def consent_from(values: dict[str, Any], tenant_id: str) -> consent_pb2.UserCons
 
 
 def short_context_values(
-    short_context: conversation_pb2.ShortContext, stored_summary: str
+    short_context: conversation_pb2.ShortContext, stored_summary: str, *, replace_summary: bool
 ) -> dict[str, Any]:
-    """The short context to store: the summary is the context service's own (folded) one
-    unless the caller brings a non-empty replacement."""
+    """The short context to store. The summary is the context service's own (it folds old
+    turns into it): a commit never changes it; an explicit update replaces it only with a
+    non-empty one."""
     values = json_format.MessageToDict(short_context)
-    if not short_context.summary and stored_summary:
+    if not (replace_summary and short_context.summary):
         values["summary"] = stored_summary
+    if not values["summary"]:
+        del values["summary"]
     return values
 
 

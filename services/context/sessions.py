@@ -12,6 +12,7 @@ from services.context.locks import SessionLocks
 from services.context.store import SessionStore, check_fence
 from services.mesh.errors import (
     FieldViolation,
+    MeshError,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -125,12 +126,21 @@ class ContextBook:
         stored = await self._store.commit_turns(
             tenant_id, session_id, turns, short_context, fencing_token
         )
-        await self._fold(tenant_id, session_id)
         await self._cache.delete(cache_key(tenant_id, session_id))
+        try:
+            await self._fold(tenant_id, session_id)
+        except MeshError as error:
+            log.warning(
+                "folding into the summary failed (the commit stands; the next one retries): %s",
+                error.message,
+            )
+        else:
+            await self._cache.delete(cache_key(tenant_id, session_id))
         return stored
 
     async def _fold(self, tenant_id: str, session_id: str) -> None:
-        """Fold turns older than the recent window into the summary, a batch at a time."""
+        """Fold turns older than the recent window into the summary, a batch at a time.
+        Best effort: the commit has already landed, and the next commit folds what is left."""
         candidates = await self._store.fold_candidates(tenant_id, session_id, self._recent_turns)
         if len(candidates) < FOLD_BATCH:
             return

@@ -332,7 +332,11 @@ class SqliteStore:
             params: list[object] = [now.isoformat()]
             if short_context is not None:
                 updates.append("short_context = ?")
-                params.append(json.dumps(short_context_values(short_context, stored_summary)))
+                params.append(
+                    json.dumps(
+                        short_context_values(short_context, stored_summary, replace_summary=False)
+                    )
+                )
             await db.execute(
                 f"UPDATE session_contexts SET {', '.join(updates)} "  # noqa: S608 - fixed names
                 "WHERE tenant_id = ? AND session_id = ?",
@@ -355,7 +359,9 @@ class SqliteStore:
                 row = await cursor.fetchone()
             if row is None:
                 return False
-            values = short_context_values(short_context, json.loads(row[0]).get("summary", ""))
+            values = short_context_values(
+                short_context, json.loads(row[0]).get("summary", ""), replace_summary=True
+            )
             await db.execute(
                 "UPDATE session_contexts SET short_context = ?, updated_at = ? "
                 "WHERE tenant_id = ? AND session_id = ?",

@@ -168,8 +168,7 @@ class TurnProcessor:
                 degraded=generation.degraded,
             ),
         )
-        short = conversation_pb2.ShortContext()
-        short.CopyFrom(turn.session.short_context)
+        short = conversation_pb2.ShortContext(entities=turn.session.short_context.entities)
         short.last_intent = generation.intent
         short.entities.update(dict(generation.entities.items()))
         committed = await self._clients.context.CommitTurn(

@@ -227,9 +227,8 @@ async def test_the_short_context_is_updated_outside_a_turn(
     store: SessionStore, tenant: str
 ) -> None:
     await store.create_session(tenant, "s1", "u1", 1)
-    await store.commit_turns(
-        tenant, "s1", [_turn(USER, "hola")], conversation_pb2.ShortContext(summary="folded")
-    )
+    folded = conversation_pb2.ShortContext(summary="folded")
+    assert await store.update_short_context(tenant, "s1", folded) is True
     entities = conversation_pb2.ShortContext(last_intent="address_fix")
     entities.entities.update({"address": "Calle Mayor 1"})
     assert await store.update_short_context(tenant, "s1", entities) is True
@@ -238,3 +237,14 @@ async def test_the_short_context_is_updated_outside_a_turn(
     assert loaded.short_context.entities["address"] == "Calle Mayor 1"
     assert loaded.short_context.summary == "folded"
     assert await store.update_short_context(f"{tenant}-other", "s1", entities) is False
+
+
+async def test_a_commit_never_overwrites_the_stored_summary(
+    store: SessionStore, tenant: str
+) -> None:
+    await store.create_session(tenant, "s1", "u1", 1)
+    await store.update_short_context(tenant, "s1", conversation_pb2.ShortContext(summary="folded"))
+    stale = conversation_pb2.ShortContext(summary="a caller's stale copy", last_intent="buy")
+    await store.commit_turns(tenant, "s1", [_turn(USER, "hola")], stale)
+    loaded = await store.load_session(tenant, "s1", 5)
+    assert (loaded.short_context.summary, loaded.short_context.last_intent) == ("folded", "buy")

@@ -11,6 +11,7 @@ from services.context.demo import demo_tenant
 from services.context.folding import LINE_CHARS, SUMMARY_CHARS, fold_lines
 from services.context.sessions import FOLD_BATCH, ContextBook
 from services.context.sqlite import SqliteStore
+from services.mesh.errors import unavailable
 
 
 @pytest.fixture
@@ -60,3 +61,35 @@ def test_fold_lines_shortens_long_turns_and_keeps_the_newest_lines() -> None:
     assert len(many) <= SUMMARY_CHARS
     assert many.splitlines()[-1].startswith("agent: línea 99")
     assert FOLD_BATCH > 1
+
+
+class FoldingFails:
+    """The real store, except that folding fails (a store hiccup after the commit landed)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def fold_candidates(self, *args, **kwargs):
+        raise unavailable("lock timeout")
+
+
+async def test_a_failed_fold_neither_fails_the_commit_nor_leaves_the_cache_stale(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "fold.db")
+    await store.open()
+    try:
+        await store.put_tenant(demo_tenant())
+        book = ContextBook(FoldingFails(store), MemoryCache(), ttl_seconds=900, recent_turns=4)
+        await book.get_or_create("demo", "s1", "u1", 1)
+        await book.get_or_create("demo", "s1", "u1", 1)
+        stored = await book.commit_turn("demo", "s1", [_turn(1, "hello")], None)
+        context, _, cache_hit = await book.get_or_create("demo", "s1", "u1", 1)
+    finally:
+        await store.close()
+    assert [t.text for t in stored] == ["hello"]
+    assert cache_hit is False
+    assert [t.text for t in context.recent_turns] == ["hello"]
