@@ -2,7 +2,10 @@
 
 One turn at a time per session: the orchestrator holds the lease while it works. Each grant
 carries a fencing token larger than every earlier one for that session, so a holder whose lease
-expired (a pause, a crash) can be recognised and refused by whatever it writes to.
+expired (a pause, a crash) can be recognised and refused by whatever it writes to. Tokens are
+at least the current time in microseconds, so they keep growing across a restart of the
+in-process adapter or the loss of Redis's counter, and stores that remember the last token
+never lock out a new holder.
 """
 
 import asyncio
@@ -65,7 +68,7 @@ class MemoryLocks:
         held = self._held.get(key)
         if held is not None and held[1] > now:
             return None
-        token = self._fences.get(key, 0) + 1
+        token = max(self._fences.get(key, 0) + 1, time.time_ns() // 1000)
         self._fences[key] = token
         self._held[key] = (token, now + ttl)
         return Lease(token, now + ttl)

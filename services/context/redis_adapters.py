@@ -20,11 +20,14 @@ from services.mesh.errors import unavailable
 
 ACQUIRE = """
 if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then
-  local token = redis.call('INCR', KEYS[2])
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-  return token
+  local now = redis.call('TIME')
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local token = math.max(tonumber(redis.call('GET', KEYS[2]) or '0') + 1, floor)
+  redis.call('SET', KEYS[2], string.format('%d', token))
+  redis.call('SET', KEYS[1], string.format('%d', token), 'PX', ARGV[1])
+  return string.format('%d', token)
 end
-return 0
+return '0'
 """
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then

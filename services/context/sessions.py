@@ -122,7 +122,12 @@ class ContextBook:
     ) -> list[conversation_pb2.ConversationTurn]:
         validate_turns(session_id, turns)
         if fencing_token and self._locks is not None:
-            check_fence(await self._locks.latest_token(tenant_id, session_id), fencing_token)
+            latest = await self._locks.latest_token(tenant_id, session_id)
+            if fencing_token > latest:
+                raise failed_precondition(
+                    "this fencing token was never granted for the session", "UNKNOWN_FENCING_TOKEN"
+                )
+            check_fence(latest, fencing_token)
         stored = await self._store.commit_turns(
             tenant_id, session_id, turns, short_context, fencing_token
         )

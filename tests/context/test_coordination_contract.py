@@ -134,3 +134,25 @@ async def test_claims_of_two_tenants_never_meet(coordination: Coordination, tena
     mine = await claims.begin(tenant, "corr-1", lease=30, fingerprint="a")
     theirs = await claims.begin(f"{tenant}-other", "corr-1", lease=30, fingerprint="b")
     assert (mine.state, theirs.state) == (ClaimState.CLAIMED, ClaimState.CLAIMED)
+
+
+async def test_tokens_keep_growing_when_the_counter_is_lost(
+    coordination: Coordination, tenant: str, request: pytest.FixtureRequest
+) -> None:
+    locks = coordination.locks
+    first = await locks.acquire(tenant, "s1", ttl=5, wait=0)
+    assert first is not None
+    await locks.release(tenant, "s1", first.fencing_token)
+    if request.node.callspec.params["coordination"] == "memory":
+        from services.context.locks import MemoryLocks
+
+        locks = MemoryLocks()
+    else:
+        from redis import asyncio as redis_asyncio
+
+        admin = redis_asyncio.from_url(request.getfixturevalue("redis_url"))
+        await admin.delete(f"metaagent:fence:{{{tenant}:s1}}")
+        await admin.aclose()
+    second = await locks.acquire(tenant, "s1", ttl=5, wait=0)
+    assert second is not None
+    assert second.fencing_token > first.fencing_token

@@ -250,3 +250,30 @@ async def test_the_transcript_pages_with_tokens(book: ContextBook) -> None:
     with pytest.raises(MeshError) as missing:
         await book.turns_page("demo", "nope", 2, "")
     assert missing.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_fencing_token_never_granted_is_refused_and_changes_nothing(
+    store: SqliteStore,
+) -> None:
+    from services.context.locks import MemoryLocks
+
+    locks = MemoryLocks()
+    book = ContextBook(store, MemoryCache(), ttl_seconds=900, recent_turns=3, locks=locks)
+    await book.get_or_create("demo", "s1", "u1", 1)
+    lease = await locks.acquire("demo", "s1", ttl=5, wait=0)
+    assert lease is not None
+    with pytest.raises(MeshError) as forged:
+        await book.commit_turn("demo", "s1", [_turn(1, "x")], None, fencing_token=10**18)
+    assert forged.value.reason == "UNKNOWN_FENCING_TOKEN"
+    await book.commit_turn("demo", "s1", [_turn(1, "holder")], None, lease.fencing_token)
+    restarted = MemoryLocks()
+    book_after_restart = ContextBook(
+        store, MemoryCache(), ttl_seconds=900, recent_turns=3, locks=restarted
+    )
+    new_lease = await restarted.acquire("demo", "s1", ttl=5, wait=0)
+    assert new_lease is not None
+    await book_after_restart.commit_turn(
+        "demo", "s1", [_turn(1, "after restart")], None, new_lease.fencing_token
+    )
+    _, transcript = await book_after_restart.session("demo", "s1", 10)
+    assert [t.text for t in transcript] == ["holder", "after restart"]
