@@ -116,10 +116,18 @@ class ConsentBook:
         return consent
 
     async def erase(self, tenant_id: str, user_id: str, correlation_id: str) -> Erasure:
-        """Delete the user's sessions, turns, entities and consent; drop them from the cache."""
-        erasure = await self._store.erase_user(tenant_id, _user(user_id))
-        for session_id in erasure.session_ids:
-            await self._cache.delete(cache_key(tenant_id, session_id))
+        """Delete the user's sessions, turns, entities and consent; drop them from the cache.
+
+        Cached copies are dropped before the store erase (so a retry knows them) and again
+        after it (bumping their generation, so a reader that loaded before the erase cannot put
+        them back). A cache outage makes the erasure fail with UNAVAILABLE; it is idempotent."""
+        user_id = _user(user_id)
+        keys = [cache_key(tenant_id, s) for s in await self._store.sessions_of(tenant_id, user_id)]
+        for key in keys:
+            await self._cache.delete(key, required=True)
+        erasure = await self._store.erase_user(tenant_id, user_id)
+        for key in keys:
+            await self._cache.delete(key, required=True)
         await self._audit.append(
             tenant_id,
             "user_erased",

@@ -19,6 +19,7 @@ from services.mesh.errors import MeshError
 
 log = logging.getLogger("metaagent.context.cache")
 WARN_EVERY_SECONDS = 60.0
+UNKNOWN_GENERATION = -1
 
 
 class FallbackCache:
@@ -67,12 +68,32 @@ class FallbackCache:
         except MeshError as error:
             self._fell_back("set", error)
 
-    async def delete(self, key: str) -> None:
+    async def generation(self, key: str) -> int:
+        try:
+            return await self._inner.generation(key)
+        except MeshError as error:
+            self._fell_back("generation", error)
+            return UNKNOWN_GENERATION
+
+    async def set_if_generation(
+        self, key: str, value: bytes, ttl_seconds: int, generation: int
+    ) -> bool:
+        if key in self._unsure or generation == UNKNOWN_GENERATION:
+            return False
+        try:
+            return await self._inner.set_if_generation(key, value, ttl_seconds, generation)
+        except MeshError as error:
+            self._fell_back("set", error)
+            return False
+
+    async def delete(self, key: str, *, required: bool = False) -> None:
         try:
             await self._inner.delete(key)
             self._unsure.discard(key)
         except MeshError as error:
             self._unsure.add(key)
+            if required:
+                raise
             self._fell_back("delete", error)
 
     async def close(self) -> None:

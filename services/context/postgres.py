@@ -452,6 +452,15 @@ class PostgresStore:
             )
         return consent_from(dict(row), tenant_id)
 
+    async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
+        async with self._tenant(tenant_id) as connection:
+            rows = await connection.fetch(
+                "SELECT session_id FROM session_contexts WHERE tenant_id = $1 AND user_id = $2",
+                tenant_id,
+                user_id,
+            )
+        return [row["session_id"] for row in rows]
+
     async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
         async with self._tenant(tenant_id) as connection:
             turns = await connection.fetchval(

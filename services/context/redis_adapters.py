@@ -43,6 +43,20 @@ if not current then
 end
 return {'existing', current, redis.call('PTTL', KEYS[1])}
 """
+INVALIDATE = """
+redis.call('DEL', KEYS[1])
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
+SET_IF_GENERATION = """
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+GENERATION_TTL_MS = 86_400_000
 REPLACE_IF_CLAIMED = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
@@ -70,27 +84,44 @@ def _unavailable(error: RedisError | OSError) -> Exception:
 class RedisCache:
     def __init__(self, client: Any) -> None:
         self._client = client
+        self._invalidate = client.register_script(INVALIDATE)
+        self._set_if = client.register_script(SET_IF_GENERATION)
 
     @staticmethod
-    def _key(key: str) -> str:
-        return f"metaagent:cache:{key}"
+    def _keys(key: str) -> list[str]:
+        return [f"metaagent:cache:{{{key}}}", f"metaagent:cache-gen:{{{key}}}"]
 
     async def get(self, key: str) -> bytes | None:
         try:
-            value: bytes | None = await self._client.get(self._key(key))
+            value: bytes | None = await self._client.get(self._keys(key)[0])
         except (RedisError, OSError) as error:
             raise _unavailable(error) from None
         return value
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         try:
-            await self._client.set(self._key(key), value, ex=ttl_seconds)
+            await self._client.set(self._keys(key)[0], value, ex=ttl_seconds)
         except (RedisError, OSError) as error:
             raise _unavailable(error) from None
 
-    async def delete(self, key: str) -> None:
+    async def generation(self, key: str) -> int:
         try:
-            await self._client.delete(self._key(key))
+            return int(await self._client.get(self._keys(key)[1]) or 0)
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+
+    async def set_if_generation(
+        self, key: str, value: bytes, ttl_seconds: int, generation: int
+    ) -> bool:
+        try:
+            done = await self._set_if(keys=self._keys(key), args=[generation, value, ttl_seconds])
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return bool(done)
+
+    async def delete(self, key: str, *, required: bool = False) -> None:
+        try:
+            await self._invalidate(keys=self._keys(key), args=[GENERATION_TTL_MS])
         except (RedisError, OSError) as error:
             raise _unavailable(error) from None
 

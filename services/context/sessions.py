@@ -102,6 +102,7 @@ class ContextBook:
             _check_owner(context, user_id)
             return context, False, True
         created = False
+        generation = await self._cache.generation(key)
         stored = await self._store.load_session(tenant_id, session_id, self._recent_turns)
         if stored is None:
             await self.tenant(tenant_id)
@@ -109,7 +110,7 @@ class ContextBook:
             created = True
         context = stored
         _check_owner(context, user_id)
-        await self._cache.set(key, context.SerializeToString(), self._ttl)
+        await self._cache.set_if_generation(key, context.SerializeToString(), self._ttl, generation)
         return context, created, False
 
     async def commit_turn(

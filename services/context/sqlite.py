@@ -570,6 +570,16 @@ class SqliteStore:
         assert row is not None
         return consent_from(_decode(CONSENT_COLUMNS, row), tenant_id)
 
+    async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
+        async with (
+            self._connection() as db,
+            db.execute(
+                "SELECT session_id FROM session_contexts WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            ) as cursor,
+        ):
+            return [row[0] for row in await cursor.fetchall()]
+
     async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
         async with self._connection() as db:
             await db.execute("BEGIN IMMEDIATE")

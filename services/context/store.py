@@ -103,6 +103,9 @@ class SessionStore(Protocol):
     ) -> consent_pb2.UserConsent:
         """Apply `change` atomically (an upsert); untouched kinds keep their value."""
 
+    async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
+        """The ids of the user's sessions."""
+
     async def erase_user(self, tenant_id: str, user_id: str) -> "Erasure":
         """Delete the user's sessions (with their turns and outbox rows) and consent."""
 
