@@ -8,6 +8,7 @@ chain in order and reports the first entry that does not hold.
 
 import hashlib
 import json
+import math
 import re
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -40,6 +41,36 @@ def canonical(entry: audit_pb2.AuditEntry) -> bytes:
         "prevHash": entry.prev_hash,
     }
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_payload(payload: struct_pb2.Struct) -> struct_pb2.Struct:
+    """The payload with numbers every store keeps as written: -0.0 becomes 0.0 (jsonb drops
+    the sign) and NaN or infinities, which JSON cannot carry, are refused."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
+            raise invalid_argument(FieldViolation("payload", "text must not contain NUL"))
+        if isinstance(value, float):
+            if math.isnan(value) or math.isinf(value):
+                raise invalid_argument(
+                    FieldViolation("payload", "numbers must be finite (no NaN or infinity)")
+                )
+            return value + 0.0
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        return value
+
+    try:
+        values = json_format.MessageToDict(payload)
+    except ValueError:
+        raise invalid_argument(
+            FieldViolation("payload", "numbers must be finite (no NaN or infinity)")
+        ) from None
+    cleaned = struct_pb2.Struct()
+    cleaned.update(clean(values))
+    return cleaned
 
 
 def seal(entry: audit_pb2.AuditEntry, sequence: int, prev_hash: str, now: datetime) -> None:
@@ -120,7 +151,7 @@ class AuditLog:
             )
         entry = audit_pb2.AuditEntry(
             action=action,
-            payload=payload,
+            payload=canonical_payload(payload),
             session_id=session_id,
             correlation_id=correlation_id,
             actor=actor,

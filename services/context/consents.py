@@ -30,8 +30,10 @@ def user_reference(tenant_id: str, user_id: str) -> str:
 
 
 def _user(user_id: str) -> str:
-    if not user_id or len(user_id) > MAX_USER_ID:
-        raise invalid_argument(FieldViolation("user_id", f"must be 1-{MAX_USER_ID} characters"))
+    if not user_id or len(user_id) > MAX_USER_ID or not user_id.isprintable():
+        raise invalid_argument(
+            FieldViolation("user_id", f"must be 1-{MAX_USER_ID} printable characters")
+        )
     return user_id
 
 

@@ -10,13 +10,15 @@ from services.mesh.errors import FieldViolation, MeshError, failed_precondition,
 DEFAULT_LEASE_SECONDS = 30.0
 MAX_LEASE_SECONDS = 300.0
 MAX_WAIT_SECONDS = 30.0
+MINIMUM_SECONDS = 0.001
+"""Shorter durations round up to a millisecond, the finest grain Redis keeps."""
 
 
 def bounded(field: str, seconds: float, default: float, maximum: float) -> float:
     """A duration from a request: 0 means `default`; negative or above `maximum` is refused."""
     if seconds < 0 or seconds > maximum:
         raise invalid_argument(FieldViolation(field, f"must be between 0 and {maximum:g}s"))
-    return seconds or default
+    return max(seconds, MINIMUM_SECONDS) if seconds else default
 
 
 class TurnGuards:

@@ -49,7 +49,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.LockNotAvailableError,
+    asyncpg.exceptions.DeadlockDetectedError,
+    asyncpg.exceptions.SerializationError,
+    asyncpg.exceptions.QueryCanceledError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
 )
+"""Failures that a retry may cure (a lost server, a lock or serialization conflict, a
+failover that left us on a read-only replica): UNAVAILABLE with retry advice."""
 
 
 async def _json_codecs(connection: asyncpg.Connection) -> None:
@@ -451,6 +458,17 @@ class PostgresStore:
                 *change.values(tenant_id, user_id),
             )
         return consent_from(dict(row), tenant_id)
+
+    async def claim_owner(self, tenant_id: str, session_id: str, user_id: str) -> bool:
+        async with self._tenant(tenant_id) as connection:
+            status = await connection.execute(
+                "UPDATE session_contexts SET user_id = $3 "
+                "WHERE tenant_id = $1 AND session_id = $2 AND user_id = ''",
+                tenant_id,
+                session_id,
+                user_id,
+            )
+        return bool(status == "UPDATE 1")
 
     async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
         async with self._tenant(tenant_id) as connection:

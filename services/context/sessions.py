@@ -49,6 +49,8 @@ def validate_turns(session_id: str, turns: Sequence[conversation_pb2.Conversatio
             violations.append(
                 FieldViolation(f"{where}.text", f"exceeds {MAX_TURN_TEXT_CHARS} characters")
             )
+        if "\x00" in turn.text:
+            violations.append(FieldViolation(f"{where}.text", "must not contain NUL"))
         if turn.session_id and turn.session_id != session_id:
             violations.append(FieldViolation(f"{where}.session_id", "names another session"))
         if turn.tenant_id:
@@ -99,8 +101,9 @@ class ContextBook:
         cached = await self._cache.get(key)
         if cached is not None:
             context = conversation_pb2.SessionContext.FromString(cached)
-            _check_owner(context, user_id)
-            return context, False, True
+            if context.user_id or not user_id:
+                _check_owner(context, user_id)
+                return context, False, True
         created = False
         generation = await self._cache.generation(key)
         stored = await self._store.load_session(tenant_id, session_id, self._recent_turns)
@@ -109,6 +112,10 @@ class ContextBook:
             stored = await self._store.create_session(tenant_id, session_id, user_id, channel)
             created = True
         context = stored
+        if user_id and not context.user_id:
+            await self._store.claim_owner(tenant_id, session_id, user_id)
+            await self._cache.delete(key)
+            context.user_id = user_id
         _check_owner(context, user_id)
         await self._cache.set_if_generation(key, context.SerializeToString(), self._ttl, generation)
         return context, created, False

@@ -570,6 +570,15 @@ class SqliteStore:
         assert row is not None
         return consent_from(_decode(CONSENT_COLUMNS, row), tenant_id)
 
+    async def claim_owner(self, tenant_id: str, session_id: str, user_id: str) -> bool:
+        async with self._connection() as db:
+            updated = await db.execute(
+                "UPDATE session_contexts SET user_id = ? "
+                "WHERE tenant_id = ? AND session_id = ? AND user_id = ''",
+                (user_id, tenant_id, session_id),
+            )
+        return updated.rowcount == 1
+
     async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
         async with (
             self._connection() as db,

@@ -103,6 +103,9 @@ class SessionStore(Protocol):
     ) -> consent_pb2.UserConsent:
         """Apply `change` atomically (an upsert); untouched kinds keep their value."""
 
+    async def claim_owner(self, tenant_id: str, session_id: str, user_id: str) -> bool:
+        """Record `user_id` as the owner of a session that has none; False if it has one."""
+
     async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
         """The ids of the user's sessions."""
 
