@@ -64,7 +64,7 @@ MIGRATIONS = (
         PRIMARY KEY (tenant_id, session_id)
     );
     CREATE TABLE conversation_turns (
-        turn_id TEXT PRIMARY KEY,
+        turn_id TEXT NOT NULL,
         tenant_id TEXT NOT NULL,
         session_id TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -74,10 +74,11 @@ MIGRATIONS = (
         metadata TEXT NOT NULL DEFAULT '{}',
         correlation_id TEXT NOT NULL DEFAULT '',
         timestamp TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, turn_id),
         UNIQUE (tenant_id, session_id, seq)
     );
     CREATE TABLE outbox (
-        message_id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
         tenant_id TEXT NOT NULL,
         session_id TEXT NOT NULL,
         turn_id TEXT NOT NULL,
@@ -87,7 +88,8 @@ MIGRATIONS = (
         status INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         last_error TEXT NOT NULL DEFAULT '',
-        created_at TEXT NOT NULL
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, message_id)
     );
     CREATE INDEX outbox_pending ON outbox (status, created_at);
     """,
@@ -95,7 +97,7 @@ MIGRATIONS = (
     CREATE TABLE audit_logs (
         tenant_id TEXT NOT NULL,
         sequence INTEGER NOT NULL,
-        entry_id TEXT NOT NULL UNIQUE,
+        entry_id TEXT NOT NULL,
         correlation_id TEXT NOT NULL DEFAULT '',
         actor TEXT NOT NULL DEFAULT '',
         action TEXT NOT NULL,
@@ -104,7 +106,8 @@ MIGRATIONS = (
         timestamp TEXT NOT NULL,
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL,
-        PRIMARY KEY (tenant_id, sequence)
+        PRIMARY KEY (tenant_id, sequence),
+        UNIQUE (tenant_id, entry_id)
     );
     CREATE TRIGGER audit_logs_no_update BEFORE UPDATE ON audit_logs
     BEGIN SELECT RAISE(ABORT, 'audit_logs is append-only: UPDATE refused'); END;

@@ -1,4 +1,5 @@
--- Sessions, turns, tenant configuration and the action outbox, isolated per tenant.
+-- Sessions, turns, tenant configuration and the action outbox, isolated per tenant. Ids are
+-- unique per tenant, so no tenant can learn from a collision that another tenant's id exists.
 --
 -- Runs as the owner role. The service connects as a login role that is a member of
 -- metaagent_app, which owns nothing, and sees only the rows of the tenant set with
@@ -34,7 +35,7 @@ CREATE TABLE session_contexts (
 );
 
 CREATE TABLE conversation_turns (
-  turn_id        text PRIMARY KEY,
+  turn_id        text NOT NULL,
   tenant_id      text NOT NULL,
   session_id     text NOT NULL,
   seq            integer NOT NULL,
@@ -44,23 +45,26 @@ CREATE TABLE conversation_turns (
   metadata       jsonb NOT NULL DEFAULT '{}',
   correlation_id text NOT NULL DEFAULT '',
   "timestamp"    timestamptz NOT NULL,
+  PRIMARY KEY (tenant_id, turn_id),
   UNIQUE (tenant_id, session_id, seq),
   FOREIGN KEY (tenant_id, session_id) REFERENCES session_contexts ON DELETE CASCADE
 );
 
 CREATE TABLE outbox (
   position       bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
-  message_id     text PRIMARY KEY,
+  message_id     text NOT NULL,
   tenant_id      text NOT NULL,
   session_id     text NOT NULL,
-  turn_id        text NOT NULL REFERENCES conversation_turns ON DELETE CASCADE,
+  turn_id        text NOT NULL,
   correlation_id text NOT NULL DEFAULT '',
   action_type    text NOT NULL,
   payload        jsonb NOT NULL,
   status         smallint NOT NULL,
   attempts       integer NOT NULL DEFAULT 0,
   last_error     text NOT NULL DEFAULT '',
-  created_at     timestamptz NOT NULL DEFAULT now()
+  created_at     timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (tenant_id, message_id),
+  FOREIGN KEY (tenant_id, turn_id) REFERENCES conversation_turns ON DELETE CASCADE
 );
 CREATE INDEX outbox_pending ON outbox (status, position);
 

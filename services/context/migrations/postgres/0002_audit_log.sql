@@ -5,7 +5,7 @@
 CREATE TABLE audit_logs (
   tenant_id      text NOT NULL,
   sequence       bigint NOT NULL,
-  entry_id       text NOT NULL UNIQUE,
+  entry_id       text NOT NULL,
   correlation_id text NOT NULL DEFAULT '',
   actor          text NOT NULL DEFAULT '',
   action         text NOT NULL,
@@ -14,7 +14,8 @@ CREATE TABLE audit_logs (
   "timestamp"    timestamptz NOT NULL,
   prev_hash      text NOT NULL,
   hash           text NOT NULL,
-  PRIMARY KEY (tenant_id, sequence)
+  PRIMARY KEY (tenant_id, sequence),
+  UNIQUE (tenant_id, entry_id)
 );
 CREATE INDEX audit_logs_correlation ON audit_logs (tenant_id, correlation_id);
 
