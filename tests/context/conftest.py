@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.context.coordination import Coordination, open_coordination
 from services.context.store import SessionStore, open_store
 
 
@@ -29,3 +30,12 @@ async def store(store_backend: tuple[str, str]) -> AsyncIterator[SessionStore]:
 def tenant() -> str:
     """A tenant of this test only, so tests sharing a database or Redis never meet."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
+    """Cache, leases and claims on each adapter: in-process, and the shared Redis."""
+    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
+    opened = open_coordination(url)
+    yield opened
+    await opened.close()

@@ -1,22 +1,13 @@
 """Cache, session locks and idempotency claims: one suite, every adapter (memory, Redis)."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
-from services.context.coordination import Coordination, open_coordination
+from services.context.coordination import Coordination
 from services.context.idempotency import ClaimState
 from services.mesh.errors import MeshError
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-    opened = open_coordination(url)
-    yield opened
-    await opened.close()
 
 
 async def test_the_cache_stores_expires_and_deletes(

@@ -38,14 +38,6 @@ class PausingStore:
         return result
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def coordination(request: pytest.FixtureRequest) -> AsyncIterator[Coordination]:
-    url = "memory://" if request.param == "memory" else request.getfixturevalue("redis_url")
-    opened = open_coordination(url)
-    yield opened
-    await opened.close()
-
-
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     opened = SqliteStore(tmp_path / "context.db")

@@ -246,23 +246,6 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
     assert ready.status_code == 200
 
 
-async def test_readiness_fails_when_the_orchestrator_is_unreachable(state_dir: Path) -> None:
-    from tests.support.ports import free_port
-
-    settings = GatewaySettings(
-        state_dir=state_dir,
-        orchestrator_addr=f"127.0.0.1:{free_port()}",
-        jwt_secret="k" * 40,
-        grpc_retry_attempts=1,
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
-            assert (await client.get("/readyz")).status_code == 503
-            assert (await client.get("/healthz")).status_code == 200
-
-
 async def test_a_mesh_refusal_behind_the_gateway_is_a_plain_500(gateway: Gateway) -> None:
     gateway.orchestrator.outcome = lambda _request: _raise(
         permission_denied("'gateway' may not call /x.Y/Z", "CALLER_NOT_ALLOWED")
@@ -274,7 +257,9 @@ async def test_a_mesh_refusal_behind_the_gateway_is_a_plain_500(gateway: Gateway
     assert "gateway" not in reply.text
 
 
-async def test_an_unreachable_orchestrator_is_503_without_addresses(state_dir: Path) -> None:
+async def test_an_unreachable_orchestrator_means_not_ready_and_503_without_addresses(
+    state_dir: Path,
+) -> None:
     from tests.support.ports import free_port
 
     port = free_port()
@@ -293,10 +278,13 @@ async def test_an_unreachable_orchestrator_is_503_without_addresses(state_dir: P
                 PATH, json=SEED_REQUEST, headers={"Authorization": f"Bearer {token}"}
             )
             ready = await client.get("/readyz")
+            alive = await client.get("/healthz")
     assert reply.status_code == 503
     assert str(port) not in reply.text
     assert "127.0.0.1" not in reply.text
+    assert ready.status_code == 503
     assert ready.json() == {"status": "not ready"}
+    assert alive.status_code == 200
 
 
 async def test_a_user_token_acts_only_for_its_own_user(gateway: Gateway) -> None:
