@@ -113,9 +113,15 @@ class ContextBook:
             created = True
         context = stored
         if user_id and not context.user_id:
-            await self._store.claim_owner(tenant_id, session_id, user_id)
+            if await self._store.claim_owner(tenant_id, session_id, user_id):
+                context.user_id = user_id
+            else:
+                context = (
+                    await self._store.load_session(tenant_id, session_id, self._recent_turns)
+                    or context
+                )
             await self._cache.delete(key)
-            context.user_id = user_id
+            generation = await self._cache.generation(key)
         _check_owner(context, user_id)
         await self._cache.set_if_generation(key, context.SerializeToString(), self._ttl, generation)
         return context, created, False

@@ -1,5 +1,6 @@
 """Edge cases found in review: ownerless sessions, audit numbers, NUL text, tiny durations."""
 
+import asyncio
 import math
 
 import grpc
@@ -86,3 +87,20 @@ async def test_sub_millisecond_leases_round_up_instead_of_failing(
         await coordination.close()
     assert lease.fencing_token > 0
     assert claim.claim_id
+
+
+async def test_two_users_racing_for_an_ownerless_session_one_wins(
+    store: SessionStore, tenant: str
+) -> None:
+    book = await _configured(store, tenant)
+    await book.get_or_create(tenant, "s-race", "", 1)
+    outcomes = await asyncio.gather(
+        *(book.get_or_create(tenant, "s-race", user, 1) for user in ("alice", "bob")),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if not isinstance(o, BaseException)]
+    losers = [o for o in outcomes if isinstance(o, MeshError)]
+    assert len(winners) == 1
+    assert [error.reason for error in losers] == ["SESSION_OWNED_BY_ANOTHER_USER"]
+    owner = (await store.load_session(tenant, "s-race", 0)).user_id
+    assert winners[0][0].user_id == owner
