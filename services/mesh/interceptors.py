@@ -32,6 +32,9 @@ from services.mesh.policy import MethodPolicy, lookup
 log = logging.getLogger("metaagent.rpc")
 
 PEM_CERT_PROPERTY = "x509_pem_cert"
+TRANSIT_MARGIN_SECONDS = 0.005
+"""Kept back from a propagated deadline: gRPC sends timeouts, not instants, so each hop's
+transit time would otherwise be handed to the next hop on top of what was left."""
 SERVER_FAULTS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
@@ -266,7 +269,8 @@ def _wrap(
 
 
 class _Outbound:
-    """Adds the bound correlation metadata and the propagated deadline to a call."""
+    """Adds the bound correlation metadata and the propagated deadline to a call; a call whose
+    inbound deadline has already passed is not started at all (DEADLINE_EXCEEDED)."""
 
     def __init__(self, default_timeout: float) -> None:
         self._default_timeout = default_timeout
@@ -284,7 +288,14 @@ class _Outbound:
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         remaining = call.time_remaining()
         if remaining is not None:
-            timeout = min(timeout, max(remaining, 0.0))
+            if remaining <= 0:
+                raise grpc.aio.AioRpcError(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.aio.Metadata(),
+                    grpc.aio.Metadata(),
+                    details="the inbound deadline has passed; the call was not started",
+                )
+            timeout = min(timeout, remaining - min(TRANSIT_MARGIN_SECONDS, remaining / 10))
         return grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
         )

@@ -28,11 +28,26 @@ def _recording_remaining_time() -> tuple[list[float], BackBehaviour]:
 async def test_a_50ms_inbound_deadline_reaches_downstream_with_at_most_50ms_left(
     settings: MeshSettings,
 ) -> None:
+    """Every downstream call gets at most the 50 ms its caller had. On a loaded machine the
+    50 ms may run out before the downstream call (DEADLINE_EXCEEDED, also correct), so the
+    call is tried a few times until one gets through."""
     remaining, back = _recording_remaining_time()
+    answered, expired = 0, []
     async with chain(settings, back) as mesh:
-        reply = await mesh.process(timeout=0.05)
-    assert reply.response_text == "ok"
-    assert remaining and 0 < remaining[0] <= 0.05
+        for _ in range(10):
+            try:
+                reply = await mesh.process(timeout=0.05)
+            except grpc.aio.AioRpcError as error:
+                expired.append(error.code())
+                continue
+            assert reply.response_text == "ok"
+            answered += 1
+            if answered == 3:
+                break
+    assert answered >= 1
+    assert set(expired) <= {grpc.StatusCode.DEADLINE_EXCEEDED}
+    assert remaining
+    assert all(left is not None and left <= 0.05 for left in remaining), remaining
 
 
 async def test_without_an_inbound_deadline_the_default_timeout_applies(
