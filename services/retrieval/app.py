@@ -6,7 +6,7 @@ from services.mesh import identity, logs
 from services.mesh.server import MeshServer, ServiceBinding
 from services.retrieval.demo import demo_documents
 from services.retrieval.embedder import HashingEmbedder
-from services.retrieval.index import MemoryIndex
+from services.retrieval.index import DiskIndex
 from services.retrieval.knowledge import KnowledgeBase
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.settings import RetrievalSettings
@@ -16,7 +16,8 @@ DEMO_TENANT_ID = "demo"
 
 def build_server(settings: RetrievalSettings) -> MeshServer:
     embedder = HashingEmbedder()
-    knowledge = KnowledgeBase(embedder, MemoryIndex(embedder.dimension))
+    index = DiskIndex(settings.resolved_index_dir(), embedder.dimension)
+    knowledge = KnowledgeBase(embedder, index)
 
     async def load_demo() -> None:
         if settings.seed_demo:

@@ -48,7 +48,7 @@ async def test_global_documents_reach_a_tenant_only_when_asked() -> None:
         text="politica global",
         visibility=pb.VISIBILITY_GLOBAL,
     )
-    await index.upsert(GLOBAL_PARTITION, IndexedChunk(shared, vector, "h"))
+    await index.upsert_many(GLOBAL_PARTITION, [IndexedChunk(shared, vector, "h")])
     with_global = await knowledge.search("demo", "politica global de privacidad", 5, 0.01, True)
     without = await knowledge.search("demo", "politica global de privacidad", 5, 0.01, False)
     assert [h.document.doc_id for h in with_global] == ["privacy"]
@@ -80,10 +80,28 @@ async def test_the_threshold_filters_unrelated_text() -> None:
     assert await knowledge.search("demo", "quantum chromodynamics lattice", 5, 0.0, False) == []
 
 
-async def test_an_index_refuses_vectors_of_another_dimension() -> None:
-    index = MemoryIndex(8)
-    with pytest.raises(ValueError, match="3 dimensions; this index holds 8"):
-        await index.upsert("demo", IndexedChunk(pb.Document(chunk_id="c"), [0.1, 0.2, 0.3], "h"))
+async def test_a_long_document_is_chunked_and_a_shorter_version_drops_stale_chunks() -> None:
+    knowledge, embedder, index = _knowledge()
+    long_text = "\n\n".join(f"Sección {n}: " + "texto largo " * 60 for n in range(6))
+    assert await knowledge.upsert("demo", [pb.Document(doc_id="manual", text=long_text)]) == (1, 0)
+    chunk_ids = await index.chunk_ids_of("demo", "manual")
+    assert len(chunk_ids) > 2
+    assert await knowledge.upsert("demo", [pb.Document(doc_id="manual", text=long_text)]) == (0, 1)
+    embedded_before = len(embedder.embedded)
+    assert await knowledge.upsert(
+        "demo", [pb.Document(doc_id="manual", text="Versión corta.")]
+    ) == (1, 0)
+    assert await index.chunk_ids_of("demo", "manual") == ["manual#0"]
+    assert len(embedder.embedded) == embedded_before + 1
+
+
+async def test_html_documents_are_indexed_as_visible_text() -> None:
+    knowledge, _, index = _knowledge()
+    page = "<html><script>var secret = 1;</script><body><p>Envío gratis</p></body></html>"
+    await knowledge.upsert("demo", [pb.Document(doc_id="web", text=page)])
+    stored = await index.get("demo", "web#0")
+    assert stored is not None
+    assert stored.document.text == "Envío gratis"
 
 
 async def test_delete_removes_every_chunk_of_a_document() -> None:
