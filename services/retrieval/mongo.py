@@ -1,0 +1,213 @@
+"""The production vector store: MongoDB Atlas or Azure Cosmos DB for MongoDB vCore.
+
+One collection holds every tenant's chunks in the seed's VectorDocument shape (tenantId, docId,
+text, embedding, metadata, visibility, createdAt) plus chunkId and contentHash. Every search is
+pre-filtered by tenant in the database (`tenantId $in [tenant, "__global__"]`), never after the
+fact. Atlas speaks `$vectorSearch` (its score is (1 + cosine) / 2, converted back here); Cosmos DB
+vCore speaks `$search.cosmosSearch` (its COS score is the cosine). The driver is PyMongo's
+`AsyncMongoClient` (Motor is deprecated), installed with the `mongodb` extra.
+"""
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+from google.protobuf import json_format
+from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
+
+from services.mesh.errors import unavailable
+from services.retrieval.index import IndexedChunk
+
+Dialect = Literal["atlas", "cosmos"]
+INDEX_NAME = "tenant_embeddings_index"
+
+
+def atlas_index_definition(dimensions: int, name: str = INDEX_NAME) -> dict[str, Any]:
+    """The seed's `tenant_embeddings_index`, with the fields searches pre-filter on."""
+    return {
+        "name": name,
+        "type": "vectorSearch",
+        "definition": {
+            "fields": [
+                {
+                    "type": "vector",
+                    "path": "embedding",
+                    "numDimensions": dimensions,
+                    "similarity": "cosine",
+                },
+                {"type": "filter", "path": "tenantId"},
+                {"type": "filter", "path": "docId"},
+            ]
+        },
+    }
+
+
+def cosmos_index_command(
+    collection: str, dimensions: int, name: str = INDEX_NAME
+) -> dict[str, Any]:
+    """The `createIndexes` command of an HNSW cosine index on Cosmos DB for MongoDB vCore."""
+    return {
+        "createIndexes": collection,
+        "indexes": [
+            {
+                "name": name,
+                "key": {"embedding": "cosmosSearch"},
+                "cosmosSearchOptions": {
+                    "kind": "vector-hnsw",
+                    "m": 16,
+                    "efConstruction": 64,
+                    "similarity": "COS",
+                    "dimensions": dimensions,
+                },
+            },
+            {"name": "tenant_doc", "key": {"tenantId": 1, "docId": 1}},
+        ],
+    }
+
+
+def search_pipeline(
+    dialect: Dialect,
+    partitions: Sequence[str],
+    vector: Sequence[float],
+    top_k: int,
+    min_score: float,
+    index_name: str = INDEX_NAME,
+) -> list[dict[str, Any]]:
+    """The aggregation that finds the nearest chunks of `partitions`, scored as cosine."""
+    tenant_filter = {"tenantId": {"$in": list(partitions)}}
+    if dialect == "atlas":
+        return [
+            {
+                "$vectorSearch": {
+                    "index": index_name,
+                    "path": "embedding",
+                    "queryVector": list(vector),
+                    "numCandidates": max(top_k * 20, 100),
+                    "limit": top_k,
+                    "filter": tenant_filter,
+                }
+            },
+            {
+                "$project": {
+                    "embedding": 0,
+                    "score": {
+                        "$multiply": [{"$subtract": [{"$meta": "vectorSearchScore"}, 0.5]}, 2]
+                    },
+                }
+            },
+            {"$match": {"score": {"$gte": min_score}}},
+        ]
+    return [
+        {
+            "$search": {
+                "cosmosSearch": {
+                    "vector": list(vector),
+                    "path": "embedding",
+                    "k": top_k,
+                    "filter": tenant_filter,
+                },
+                "returnStoredSource": True,
+            }
+        },
+        {"$project": {"embedding": 0, "score": {"$meta": "searchScore"}}},
+        {"$match": {"score": {"$gte": min_score}}},
+    ]
+
+
+def to_record(partition: str, chunk: IndexedChunk) -> dict[str, Any]:
+    document = chunk.document
+    return {
+        "_id": f"{partition}/{document.chunk_id}",
+        "tenantId": partition,
+        "docId": document.doc_id,
+        "chunkId": document.chunk_id,
+        "text": document.text,
+        "embedding": list(chunk.vector),
+        "metadata": json_format.MessageToDict(document.metadata),
+        "visibility": "global" if document.visibility == pb.VISIBILITY_GLOBAL else "tenant",
+        "createdAt": document.created_at.ToDatetime() if document.HasField("created_at") else None,
+        "contentHash": chunk.content_hash,
+    }
+
+
+def from_record(record: dict[str, Any]) -> IndexedChunk:
+    document = pb.Document(
+        doc_id=record["docId"],
+        chunk_id=record["chunkId"],
+        text=record["text"],
+        tenant_id=record["tenantId"],
+        visibility=pb.VISIBILITY_GLOBAL
+        if record.get("visibility") == "global"
+        else pb.VISIBILITY_TENANT,
+    )
+    json_format.ParseDict(record.get("metadata", {}), document.metadata)
+    if record.get("createdAt") is not None:
+        document.created_at.FromDatetime(record["createdAt"])
+    return IndexedChunk(document, list(record.get("embedding", [])), record.get("contentHash", ""))
+
+
+class MongoVectorStore:
+    """VectorStore on one MongoDB collection (Atlas or Cosmos DB vCore)."""
+
+    def __init__(self, collection: Any, dimension: int, dialect: Dialect) -> None:
+        self._collection = collection
+        self.dimension = dimension
+        self.dialect: Dialect = dialect
+
+    @classmethod
+    def connect(
+        cls, uri: str, database: str, collection: str, dimension: int, dialect: Dialect
+    ) -> "MongoVectorStore":
+        try:
+            from pymongo import AsyncMongoClient
+        except ImportError as missing:
+            raise ImportError(
+                "the MongoDB vector store needs the 'mongodb' extra: "
+                "pip install 'metaagent[mongodb]'"
+            ) from missing
+        client: Any = AsyncMongoClient(uri, serverSelectionTimeoutMS=3000)
+        return cls(client[database][collection], dimension, dialect)
+
+    async def upsert_many(self, partition: str, chunks: Sequence[IndexedChunk]) -> None:
+        from pymongo import ReplaceOne
+        from pymongo.errors import PyMongoError
+
+        for chunk in chunks:
+            if len(chunk.vector) != self.dimension:
+                raise ValueError(
+                    f"vector has {len(chunk.vector)} dimensions; this index holds {self.dimension}"
+                )
+        operations = [
+            ReplaceOne(
+                {"_id": f"{partition}/{c.document.chunk_id}"}, to_record(partition, c), upsert=True
+            )
+            for c in chunks
+        ]
+        try:
+            if operations:
+                await self._collection.bulk_write(operations, ordered=True)
+        except PyMongoError as error:
+            raise unavailable(f"the vector store failed: {type(error).__name__}") from None
+
+    async def get(self, partition: str, chunk_id: str) -> IndexedChunk | None:
+        record = await self._collection.find_one({"_id": f"{partition}/{chunk_id}"})
+        return None if record is None else from_record(record)
+
+    async def chunk_ids_of(self, partition: str, doc_id: str) -> list[str]:
+        cursor = self._collection.find(
+            {"tenantId": partition, "docId": doc_id}, {"chunkId": 1, "_id": 0}
+        )
+        return [record["chunkId"] async for record in cursor]
+
+    async def delete_chunks(self, partition: str, chunk_ids: Iterable[str]) -> int:
+        ids = [f"{partition}/{chunk_id}" for chunk_id in chunk_ids]
+        if not ids:
+            return 0
+        result = await self._collection.delete_many({"_id": {"$in": ids}, "tenantId": partition})
+        return int(result.deleted_count)
+
+    async def search(
+        self, partitions: list[str], vector: list[float], top_k: int, min_score: float
+    ) -> list[tuple[IndexedChunk, float]]:
+        pipeline = search_pipeline(self.dialect, partitions, vector, top_k, min_score)
+        cursor = await self._collection.aggregate(pipeline)
+        return [(from_record(record), float(record["score"])) async for record in cursor]

@@ -1,0 +1,130 @@
+"""The MongoDB / Cosmos DB adapter: the pipelines and indexes it builds, and (when MONGODB_URI
+is set) the vector-store contract against a real server."""
+
+import math
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from google.protobuf import struct_pb2
+from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
+
+from services.retrieval.index import GLOBAL_PARTITION, IndexedChunk
+from services.retrieval.mongo import (
+    MongoVectorStore,
+    atlas_index_definition,
+    cosmos_index_command,
+    from_record,
+    search_pipeline,
+    to_record,
+)
+
+VECTOR = [0.6, 0.8, 0.0]
+
+
+@pytest.mark.parametrize("dialect", ["atlas", "cosmos"])
+def test_every_search_is_pre_filtered_by_tenant(dialect: str) -> None:
+    pipeline = search_pipeline(dialect, ["acme", GLOBAL_PARTITION], VECTOR, 5, 0.2)
+    stage = (
+        pipeline[0]["$vectorSearch"]
+        if dialect == "atlas"
+        else pipeline[0]["$search"]["cosmosSearch"]
+    )
+    assert stage["filter"] == {"tenantId": {"$in": ["acme", GLOBAL_PARTITION]}}
+    assert stage["path"] == "embedding"
+    assert pipeline[-1] == {"$match": {"score": {"$gte": 0.2}}}
+    assert pipeline[1]["$project"]["embedding"] == 0
+
+
+def test_the_atlas_pipeline_limits_candidates_and_scores_as_cosine() -> None:
+    [vector_search, project, _] = search_pipeline("atlas", ["acme"], VECTOR, 5, 0.0)
+    stage = vector_search["$vectorSearch"]
+    assert (stage["index"], stage["limit"], stage["numCandidates"]) == (
+        "tenant_embeddings_index",
+        5,
+        100,
+    )
+    assert stage["queryVector"] == VECTOR
+    assert project["$project"]["score"] == {
+        "$multiply": [{"$subtract": [{"$meta": "vectorSearchScore"}, 0.5]}, 2]
+    }, "Atlas reports (1 + cosine) / 2"
+
+
+def test_the_cosmos_pipeline_asks_for_k_neighbours_and_the_stored_source() -> None:
+    [search, project, _] = search_pipeline("cosmos", ["acme"], VECTOR, 7, 0.0)
+    assert search["$search"]["cosmosSearch"]["k"] == 7
+    assert search["$search"]["returnStoredSource"] is True
+    assert project["$project"]["score"] == {"$meta": "searchScore"}
+
+
+def test_index_definitions_match_the_seed() -> None:
+    atlas = atlas_index_definition(1536)
+    vector_field = atlas["definition"]["fields"][0]
+    assert (atlas["name"], atlas["type"]) == ("tenant_embeddings_index", "vectorSearch")
+    assert vector_field == {
+        "type": "vector",
+        "path": "embedding",
+        "numDimensions": 1536,
+        "similarity": "cosine",
+    }
+    assert {"type": "filter", "path": "tenantId"} in atlas["definition"]["fields"]
+    cosmos = cosmos_index_command("vectors", 1536)["indexes"][0]
+    assert cosmos["key"] == {"embedding": "cosmosSearch"}
+    assert cosmos["cosmosSearchOptions"]["similarity"] == "COS"
+    assert cosmos["cosmosSearchOptions"]["dimensions"] == 1536
+
+
+def test_records_keep_the_seeds_vector_document_shape_and_round_trip() -> None:
+    fields = struct_pb2.Struct()
+    fields.update({"price": 189.99})
+    document = pb.Document(
+        doc_id="kobe",
+        chunk_id="kobe#0",
+        text="Kobe 6",
+        tenant_id="acme",
+        visibility=pb.VISIBILITY_TENANT,
+        metadata=pb.DocumentMetadata(source="catalogue", lang="es", tags=["kobe"], fields=fields),
+    )
+    document.created_at.FromDatetime(datetime(2026, 11, 24, tzinfo=UTC))
+    record = to_record("acme", IndexedChunk(document, VECTOR, "h1"))
+    assert {"tenantId", "docId", "text", "embedding", "metadata", "visibility", "createdAt"} <= set(
+        record
+    )
+    assert (record["_id"], record["visibility"]) == ("acme/kobe#0", "tenant")
+    back = from_record(record)
+    assert back.document == document
+    assert (back.vector, back.content_hash) == (VECTOR, "h1")
+
+
+def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pymongo", None)
+    with pytest.raises(ImportError, match=r"metaagent\[mongodb\]"):
+        MongoVectorStore.connect("mongodb://x", "db", "vectors", 3, "atlas")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("MONGODB_URI"), reason="set MONGODB_URI to run against MongoDB"
+)
+async def test_against_a_real_server() -> None:
+    dialect = os.environ.get("MONGODB_DIALECT", "atlas")
+    store = MongoVectorStore.connect(
+        os.environ["MONGODB_URI"],
+        os.environ.get("MONGODB_DATABASE", "metaagent_test"),
+        os.environ.get("MONGODB_COLLECTION", "vectors"),
+        3,
+        dialect,  # type: ignore[arg-type]
+    )
+    tenant, other = f"t-{uuid.uuid4().hex[:8]}", f"o-{uuid.uuid4().hex[:8]}"
+    mine = pb.Document(doc_id="d", chunk_id="d#0", text="mine", tenant_id=tenant)
+    theirs = pb.Document(doc_id="d", chunk_id="d#0", text="theirs", tenant_id=other)
+    unit = [v / math.sqrt(sum(x * x for x in VECTOR)) for v in VECTOR]
+    await store.upsert_many(tenant, [IndexedChunk(mine, unit, "h")])
+    await store.upsert_many(other, [IndexedChunk(theirs, unit, "h")])
+    try:
+        found = await store.search([tenant], unit, 5, 0.0)
+        assert [c.document.text for c, _ in found] == ["mine"]
+    finally:
+        await store.delete_chunks(tenant, ["d#0"])
+        await store.delete_chunks(other, ["d#0"])
