@@ -329,7 +329,7 @@ class PostgresStore:
                 session_id,
                 keep_last,
             )
-        return [(row["seq"], turn_from(dict(row), tenant_id, session_id)) for row in rows]
+        return _numbered_turns(rows, tenant_id, session_id)
 
     async def apply_fold(
         self, tenant_id: str, session_id: str, through_seq: int, summary: str
@@ -358,7 +358,7 @@ class PostgresStore:
                 after_seq,
                 limit,
             )
-        return [(row["seq"], turn_from(dict(row), tenant_id, session_id)) for row in rows]
+        return _numbered_turns(rows, tenant_id, session_id)
 
     async def pending_outbox(
         self, tenant_id: str | None, limit: int
@@ -517,6 +517,13 @@ class PostgresStore:
                 json_format.MessageToDict(tenant),
             )
         return inserted
+
+
+def _numbered_turns(
+    rows: list[asyncpg.Record], tenant_id: str, session_id: str
+) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+    """(seq, turn) from rows holding `seq` and the TRANSCRIPT_COLUMNS."""
+    return [(row["seq"], turn_from(dict(row), tenant_id, session_id)) for row in rows]
 
 
 def _columns(columns: tuple[str, ...]) -> str:

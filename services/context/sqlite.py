@@ -3,7 +3,7 @@
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +160,16 @@ def _instant(value: str | None) -> datetime | None:
 def _tenant_filter(tenant_id: str | None) -> tuple[str, tuple[str, ...]]:
     """An `AND tenant_id = ?` clause and its parameter, or nothing for the relay's sweep."""
     return ("", ()) if tenant_id is None else ("AND tenant_id = ? ", (tenant_id,))
+
+
+def _numbered_turns(
+    rows: Iterable[Sequence[Any]], tenant_id: str, session_id: str
+) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
+    """(seq, turn) from rows of `seq` followed by TRANSCRIPT_COLUMNS."""
+    return [
+        (row[0], turn_from(_decode(TRANSCRIPT_COLUMNS, row[1:]), tenant_id, session_id))
+        for row in rows
+    ]
 
 
 def _placeholders(columns: tuple[str, ...]) -> str:
@@ -420,10 +430,7 @@ class SqliteStore:
             ) as cursor,
         ):
             rows = await cursor.fetchall()
-        return [
-            (row[0], turn_from(_decode(TRANSCRIPT_COLUMNS, row[1:]), tenant_id, session_id))
-            for row in rows
-        ]
+        return _numbered_turns(rows, tenant_id, session_id)
 
     async def apply_fold(
         self, tenant_id: str, session_id: str, through_seq: int, summary: str
@@ -449,10 +456,7 @@ class SqliteStore:
             ) as cursor,
         ):
             rows = await cursor.fetchall()
-        return [
-            (row[0], turn_from(_decode(TRANSCRIPT_COLUMNS, row[1:]), tenant_id, session_id))
-            for row in rows
-        ]
+        return _numbered_turns(rows, tenant_id, session_id)
 
     async def pending_outbox(
         self, tenant_id: str | None, limit: int
