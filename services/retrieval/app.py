@@ -5,11 +5,11 @@ from metaagent.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_
 from services.mesh import identity, logs
 from services.mesh.server import MeshServer, ServiceBinding
 from services.retrieval.demo import demo_documents
-from services.retrieval.embedder import HashingEmbedder
-from services.retrieval.index import DiskIndex
+from services.retrieval.embedders.hashing import HashingEmbedder
 from services.retrieval.knowledge import KnowledgeBase
 from services.retrieval.servicer import RetrievalServicer
 from services.retrieval.settings import RetrievalSettings
+from services.retrieval.stores.local import DiskIndex
 
 DEMO_TENANT_ID = "demo"
 

@@ -1,6 +1,5 @@
 """Tenant knowledge: embed on ingestion (skipping unchanged content), search, delete."""
 
-import asyncio
 import hashlib
 import re
 from collections.abc import Sequence
@@ -10,8 +9,8 @@ from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import FieldViolation, invalid_argument
 from services.retrieval.chunking import chunk
-from services.retrieval.embedder import Embedder
-from services.retrieval.index import GLOBAL_PARTITION, IndexedChunk, VectorStore
+from services.retrieval.embedders import Embedder
+from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk, VectorStore
 
 MAX_DOCUMENT_CHARS = 200_000
 MARKDOWN_HINT = re.compile(r"^#{1,6} \S", re.MULTILINE)
@@ -86,7 +85,7 @@ class KnowledgeBase:
             if leftovers:
                 stale.extend(sorted(leftovers))
                 changed_docs.add(document.doc_id)
-        vectors = await asyncio.to_thread(self.embedder.embed, [d.text for d, _ in fresh])
+        vectors = await self.embedder.embed([d.text for d, _ in fresh]) if fresh else []
         now = Timestamp()
         now.GetCurrentTime()
         chunks = []
@@ -104,7 +103,7 @@ class KnowledgeBase:
     async def search(
         self, tenant_id: str, query: str, top_k: int, min_score: float, include_global: bool
     ) -> list[pb.SearchHit]:
-        [vector] = await asyncio.to_thread(self.embedder.embed, [query])
+        [vector] = await self.embedder.embed([query])
         partitions = [tenant_id, GLOBAL_PARTITION] if include_global else [tenant_id]
         threshold = min_score or self.embedder.default_threshold
         found = await self._store.search(partitions, vector, top_k, threshold)

@@ -11,8 +11,8 @@ import pytest
 from google.protobuf import struct_pb2
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
-from services.retrieval.index import GLOBAL_PARTITION, IndexedChunk
-from services.retrieval.mongo import (
+from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk
+from services.retrieval.stores.mongo import (
     MongoVectorStore,
     atlas_index_definition,
     cosmos_index_command,

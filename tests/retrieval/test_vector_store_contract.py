@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
-from services.retrieval.index import DiskIndex, IndexedChunk, MemoryIndex, VectorStore
+from services.retrieval.stores import IndexedChunk, VectorStore
+from services.retrieval.stores.local import DiskIndex, MemoryIndex
 
 DIMENSION = 4
 

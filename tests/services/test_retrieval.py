@@ -1,14 +1,17 @@
 """Tenant-scoped knowledge: isolation, unchanged content not re-embedded, dimension checks."""
 
+from collections.abc import Sequence
+
 import grpc
 import pytest
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import MeshError
 from services.retrieval.demo import demo_documents
-from services.retrieval.embedder import HashingEmbedder
-from services.retrieval.index import GLOBAL_PARTITION, IndexedChunk, MemoryIndex
+from services.retrieval.embedders.hashing import HashingEmbedder
 from services.retrieval.knowledge import KnowledgeBase
+from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk
+from services.retrieval.stores.local import MemoryIndex
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -16,9 +19,9 @@ class CountingEmbedder(HashingEmbedder):
         super().__init__(dimension=64)
         self.embedded: list[str] = []
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         self.embedded.extend(texts)
-        return super().embed(texts)
+        return await super().embed(texts)
 
 
 def _knowledge() -> tuple[KnowledgeBase, CountingEmbedder, MemoryIndex]:
@@ -41,7 +44,7 @@ async def test_a_search_never_returns_another_tenants_documents() -> None:
 
 async def test_global_documents_reach_a_tenant_only_when_asked() -> None:
     knowledge, embedder, index = _knowledge()
-    [vector] = embedder.embed(["politica global de privacidad"])
+    [vector] = await embedder.embed(["politica global de privacidad"])
     shared = pb.Document(
         doc_id="privacy",
         chunk_id="privacy#0",

@@ -15,7 +15,7 @@ from google.protobuf import json_format
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import unavailable
-from services.retrieval.index import IndexedChunk
+from services.retrieval.stores import IndexedChunk
 
 Dialect = Literal["atlas", "cosmos"]
 INDEX_NAME = "tenant_embeddings_index"

@@ -1,4 +1,4 @@
-"""The embedder port and the offline embedder.
+"""The offline embedder.
 
 `HashingEmbedder` needs no model and no download: it hashes accent-folded words, word pairs and
 character trigrams into a fixed number of signed buckets and L2-normalises the result. It
@@ -6,21 +6,13 @@ captures lexical overlap (shared words, shared word stems through trigrams), not
 its cosine scores run lower than a neural model's; its calibrated threshold says so.
 """
 
+import asyncio
 import hashlib
 import itertools
 import math
-from typing import Protocol
+from collections.abc import Sequence
 
 from services.mesh.text import content_words
-
-
-class Embedder(Protocol):
-    name: str
-    dimension: int
-    default_threshold: float
-    """The cosine threshold calibrated for this embedder (see the module docstring)."""
-
-    def embed(self, texts: list[str]) -> list[list[float]]: ...
 
 
 class HashingEmbedder:
@@ -32,7 +24,11 @@ class HashingEmbedder:
     def __init__(self, dimension: int = 512) -> None:
         self.dimension = dimension
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
+    async def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_now, texts)
+
+    def embed_now(self, texts: Sequence[str]) -> list[list[float]]:
+        """The same vectors, computed on the calling thread."""
         return [self._embed_one(text) for text in texts]
 
     def _embed_one(self, text: str) -> list[float]:
@@ -48,8 +44,3 @@ class HashingEmbedder:
             vector[bucket] += 1.0 if digest[4] & 1 else -1.0
         norm = math.sqrt(sum(v * v for v in vector))
         return [v / norm for v in vector] if norm else vector
-
-
-def cosine(a: list[float], b: list[float]) -> float:
-    """Cosine of two L2-normalised vectors."""
-    return sum(x * y for x, y in zip(a, b, strict=True))

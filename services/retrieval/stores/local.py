@@ -1,4 +1,4 @@
-"""The vector store port and its embedded adapters, partitioned by tenant.
+"""The embedded vector stores, partitioned by tenant.
 
 A search reads only the caller's partition and, when asked, the global one: another tenant's
 vectors are never scanned, let alone returned. `MemoryIndex` keeps partitions in this process;
@@ -12,34 +12,12 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 from google.protobuf import json_format
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
-GLOBAL_PARTITION = "__global__"
-
-
-@dataclass(frozen=True)
-class IndexedChunk:
-    document: pb.Document
-    vector: list[float]
-    content_hash: str
-
-
-class VectorStore(Protocol):
-    dimension: int
-
-    async def upsert_many(self, partition: str, chunks: Sequence[IndexedChunk]) -> None:
-        """Insert or replace chunks by chunk id; refuses vectors of another dimension."""
-
-    async def get(self, partition: str, chunk_id: str) -> IndexedChunk | None: ...
-    async def chunk_ids_of(self, partition: str, doc_id: str) -> list[str]: ...
-    async def delete_chunks(self, partition: str, chunk_ids: Iterable[str]) -> int: ...
-    async def search(
-        self, partitions: list[str], vector: list[float], top_k: int, min_score: float
-    ) -> list[tuple[IndexedChunk, float]]: ...
+from services.retrieval.stores import IndexedChunk
 
 
 @dataclass
