@@ -2,11 +2,17 @@
 
 import uvloop
 
-from bench import context_sessions
+from bench import context_sessions, retrieval_quality, vector_index
+
+
+async def _all() -> None:
+    await context_sessions.run()
+    await retrieval_quality.run()
+    await vector_index.run()
 
 
 def main() -> None:
-    uvloop.run(context_sessions.run())
+    uvloop.run(_all())
 
 
 if __name__ == "__main__":

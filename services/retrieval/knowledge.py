@@ -1,4 +1,9 @@
-"""Tenant knowledge: embed on ingestion (skipping unchanged content), search, delete."""
+"""Knowledge bases: embed on ingestion (skipping unchanged content), search, delete.
+
+Each tenant's chunks live in the tenant's partition of the vector store; platform documents
+marked global live in GLOBAL_PARTITION, PII-scrubbed, and reach a tenant's search only when it
+asks for them. Tenant calls are refused for tenants the platform does not know.
+"""
 
 import hashlib
 import re
@@ -8,11 +13,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import FieldViolation, invalid_argument
+from services.mesh.redaction import scrub_pii
+from services.retrieval.catalogue import product_document, validate_product
 from services.retrieval.chunking import chunk
 from services.retrieval.embedders import Embedder
 from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk, VectorStore
+from services.retrieval.tenants import TenantDirectory
 
-MAX_DOCUMENT_CHARS = 200_000
+MAX_DOCUMENT_CHARS = 1_000_000
+MAX_BATCH_ITEMS = 100
 MARKDOWN_HINT = re.compile(r"^#{1,6} \S", re.MULTILINE)
 
 
@@ -22,14 +31,21 @@ def _content_hash(document: pb.Document) -> str:
     return digest.hexdigest()
 
 
-def validate_document(document: pb.Document, field: str = "documents") -> None:
+def validate_document(
+    document: pb.Document, field: str = "documents", max_chars: int = MAX_DOCUMENT_CHARS
+) -> None:
     violations = []
     if not document.doc_id:
         violations.append(FieldViolation(f"{field}.doc_id", "is required"))
     if not document.text.strip():
         violations.append(FieldViolation(f"{field}.text", "is required"))
-    elif len(document.text) > MAX_DOCUMENT_CHARS:
-        violations.append(FieldViolation(f"{field}.text", f"exceeds {MAX_DOCUMENT_CHARS} chars"))
+    elif len(document.text) > max_chars:
+        violations.append(
+            FieldViolation(
+                f"{field}.text",
+                f"has {len(document.text)} characters, more than {max_chars}: split it",
+            )
+        )
     if document.visibility == pb.VISIBILITY_GLOBAL:
         violations.append(
             FieldViolation(f"{field}.visibility", "global documents are not ingested by tenants")
@@ -53,15 +69,73 @@ def media_type(document: pb.Document) -> str:
 
 
 class KnowledgeBase:
-    def __init__(self, embedder: Embedder, store: VectorStore) -> None:
+    def __init__(
+        self,
+        embedder: Embedder,
+        store: VectorStore,
+        tenants: TenantDirectory,
+        max_document_chars: int = MAX_DOCUMENT_CHARS,
+        hybrid: bool = True,
+    ) -> None:
         self.embedder = embedder
         self._store = store
+        self._tenants = tenants
+        self._max_chars = max_document_chars
+        self.hybrid = hybrid
 
-    async def upsert(self, tenant_id: str, documents: Sequence[pb.Document]) -> tuple[int, int]:
-        """Index `documents` for `tenant_id` in chunks; returns (documents changed, unchanged).
-        Every document is validated and every new chunk embedded before anything is written."""
+    async def require_tenant(self, tenant_id: str) -> None:
+        await self._tenants.require(tenant_id)
+
+    def validate(self, document: pb.Document, field: str = "documents") -> None:
+        validate_document(document, field, self._max_chars)
+
+    async def upsert(
+        self,
+        tenant_id: str,
+        documents: Sequence[pb.Document],
+        products: Sequence[pb.Product] = (),
+    ) -> tuple[int, int]:
+        """Index a tenant's documents and products; returns (documents changed, unchanged).
+        The batch is validated and embedded as a whole before anything is written."""
+        violations = []
+        if not documents and not products:
+            violations.append(FieldViolation("documents", "at least one document or product"))
+        if len(documents) + len(products) > MAX_BATCH_ITEMS:
+            violations.append(FieldViolation("documents", f"at most {MAX_BATCH_ITEMS} items"))
+        ids = [d.doc_id for d in documents] + [p.id for p in products]
+        if len(set(ids)) < len(ids):
+            violations.append(FieldViolation("documents.doc_id", "a doc_id appears twice"))
+        if violations:
+            raise invalid_argument(*violations)
         for document in documents:
-            validate_document(document)
+            self.validate(document)
+            if document.tenant_id not in ("", tenant_id):
+                raise invalid_argument(
+                    FieldViolation("documents.tenant_id", "must be empty or the caller's tenant")
+                )
+        for product in products:
+            validate_product(product)
+        await self.require_tenant(tenant_id)
+        return await self.index(tenant_id, [*documents, *map(product_document, products)])
+
+    async def upsert_global(self, documents: Sequence[pb.Document]) -> tuple[int, int]:
+        """Index platform documents every tenant may retrieve, PII-scrubbed."""
+        if not documents or len(documents) > MAX_BATCH_ITEMS:
+            raise invalid_argument(FieldViolation("documents", f"1 to {MAX_BATCH_ITEMS} items"))
+        scrubbed = []
+        for document in documents:
+            copy = pb.Document()
+            copy.CopyFrom(document)
+            copy.visibility = pb.VISIBILITY_UNSPECIFIED
+            self.validate(copy)
+            copy.text = scrub_pii(copy.text)
+            scrubbed.append(copy)
+        return await self.index(GLOBAL_PARTITION, scrubbed)
+
+    async def index(self, partition: str, documents: Sequence[pb.Document]) -> tuple[int, int]:
+        """Chunk, embed and store validated documents in `partition`, embedding only new or
+        changed chunks and removing chunks a shorter version no longer has."""
+        visibility = pb.VISIBILITY_GLOBAL if partition == GLOBAL_PARTITION else pb.VISIBILITY_TENANT
         fresh: list[tuple[pb.Document, str]] = []
         stale: list[str] = []
         changed_docs: set[str] = set()
@@ -71,16 +145,16 @@ class KnowledgeBase:
                 stored = pb.Document()
                 stored.CopyFrom(document)
                 stored.text = piece.text
-                stored.tenant_id = tenant_id
-                stored.visibility = pb.VISIBILITY_TENANT
+                stored.tenant_id = partition
+                stored.visibility = visibility
                 stored.chunk_id = f"{document.doc_id}#{piece.index}"
                 wanted.append(stored.chunk_id)
                 content_hash = _content_hash(stored)
-                existing = await self._store.get(tenant_id, stored.chunk_id)
+                existing = await self._store.get(partition, stored.chunk_id)
                 if existing is None or existing.content_hash != content_hash:
                     fresh.append((stored, content_hash))
                     changed_docs.add(document.doc_id)
-            leftovers = set(await self._store.chunk_ids_of(tenant_id, document.doc_id))
+            leftovers = set(await self._store.chunk_ids_of(partition, document.doc_id))
             leftovers -= set(wanted)
             if leftovers:
                 stale.extend(sorted(leftovers))
@@ -94,22 +168,32 @@ class KnowledgeBase:
                 document.created_at.CopyFrom(now)
             chunks.append(IndexedChunk(document, vector, content_hash))
         if chunks:
-            await self._store.upsert_many(tenant_id, chunks)
+            await self._store.upsert_many(partition, chunks)
         if stale:
-            await self._store.delete_chunks(tenant_id, stale)
+            await self._store.delete_chunks(partition, stale)
         distinct = {document.doc_id for document in documents}
         return len(changed_docs), len(distinct - changed_docs)
 
     async def search(
         self, tenant_id: str, query: str, top_k: int, min_score: float, include_global: bool
     ) -> list[pb.SearchHit]:
+        await self._tenants.require(tenant_id)
         [vector] = await self.embedder.embed([query])
         partitions = [tenant_id, GLOBAL_PARTITION] if include_global else [tenant_id]
         threshold = min_score or self.embedder.default_threshold
-        found = await self._store.search(partitions, vector, top_k, threshold)
+        found = await self._store.search(
+            partitions, vector, top_k, threshold, query if self.hybrid else ""
+        )
         return [pb.SearchHit(document=c.document, score=score) for c, score in found]
 
     async def delete(self, tenant_id: str, doc_id: str) -> int:
+        await self._tenants.require(tenant_id)
+        return await self._delete(tenant_id, doc_id)
+
+    async def delete_global(self, doc_id: str) -> int:
+        return await self._delete(GLOBAL_PARTITION, doc_id)
+
+    async def _delete(self, partition: str, doc_id: str) -> int:
         return await self._store.delete_chunks(
-            tenant_id, await self._store.chunk_ids_of(tenant_id, doc_id)
+            partition, await self._store.chunk_ids_of(partition, doc_id)
         )

@@ -8,10 +8,13 @@ from metaagent.retrieval.v1 import retrieval_service_pb2_grpc
 
 from services.mesh import correlation
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument
-from services.retrieval.knowledge import KnowledgeBase, validate_document
+from services.retrieval.catalogue import product_document, validate_product
+from services.retrieval.knowledge import KnowledgeBase
 from services.retrieval.settings import RetrievalSettings
 
 MAX_QUERY_CHARS = 4000
+MAX_REJECTIONS_REPORTED = 100
+BULK_BATCH = 32
 
 
 class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
@@ -45,10 +48,8 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
     async def UpsertDocuments(
         self, request: pb.UpsertDocumentsRequest, context: Any
     ) -> pb.UpsertDocumentsResponse:
-        if not request.documents:
-            raise invalid_argument(FieldViolation("documents", "at least one is required"))
         upserted, unchanged = await self._knowledge.upsert(
-            correlation.current().tenant_id, request.documents
+            correlation.current().tenant_id, request.documents, request.products
         )
         return pb.UpsertDocumentsResponse(upserted=upserted, unchanged=unchanged)
 
@@ -64,18 +65,67 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         self, request_iterator: AsyncIterator[pb.BulkIngestRequest], context: Any
     ) -> pb.BulkIngestResponse:
         tenant_id = correlation.current().tenant_id
+        await self._knowledge.require_tenant(tenant_id)
         response = pb.BulkIngestResponse()
+        batch: list[pb.Document] = []
+
+        async def flush() -> None:
+            upserted, unchanged = await self._knowledge.index(tenant_id, batch)
+            response.upserted += upserted
+            response.unchanged += unchanged
+            batch.clear()
+
         index = 0
         async for item in request_iterator:
+            if index >= self._settings.max_stream_items:
+                raise invalid_argument(
+                    FieldViolation("stream", f"at most {self._settings.max_stream_items} items")
+                )
             try:
-                validate_document(item.document, field="document")
-                upserted, unchanged = await self._knowledge.upsert(tenant_id, [item.document])
-                response.upserted += upserted
-                response.unchanged += unchanged
+                document = self._bulk_document(item, tenant_id)
             except MeshError as error:
                 response.rejected += 1
-                response.rejections.add(
-                    index=index, doc_id=item.document.doc_id, reason=error.message
-                )
+                if len(response.rejections) < MAX_REJECTIONS_REPORTED:
+                    response.rejections.add(
+                        index=index,
+                        doc_id=item.document.doc_id or item.product.id,
+                        reason="; ".join(f"{v.field} {v.description}" for v in error.violations)
+                        or error.message,
+                    )
+            else:
+                if any(queued.doc_id == document.doc_id for queued in batch):
+                    await flush()
+                batch.append(document)
+                if len(batch) >= BULK_BATCH:
+                    await flush()
             index += 1
+        if batch:
+            await flush()
         return response
+
+    def _bulk_document(self, item: pb.BulkIngestRequest, tenant_id: str) -> pb.Document:
+        if item.HasField("document") == item.HasField("product"):
+            raise invalid_argument(FieldViolation("item", "exactly one of document and product"))
+        if item.HasField("product"):
+            validate_product(item.product, field="product")
+            return product_document(item.product)
+        self._knowledge.validate(item.document, field="document")
+        if item.document.tenant_id not in ("", tenant_id):
+            raise invalid_argument(
+                FieldViolation("document.tenant_id", "must be empty or the caller's tenant")
+            )
+        return item.document
+
+    async def UpsertGlobalDocuments(
+        self, request: pb.UpsertGlobalDocumentsRequest, context: Any
+    ) -> pb.UpsertGlobalDocumentsResponse:
+        upserted, unchanged = await self._knowledge.upsert_global(request.documents)
+        return pb.UpsertGlobalDocumentsResponse(upserted=upserted, unchanged=unchanged)
+
+    async def DeleteGlobalDocument(
+        self, request: pb.DeleteGlobalDocumentRequest, context: Any
+    ) -> pb.DeleteGlobalDocumentResponse:
+        if not request.doc_id:
+            raise invalid_argument(FieldViolation("doc_id", "is required"))
+        deleted = await self._knowledge.delete_global(request.doc_id)
+        return pb.DeleteGlobalDocumentResponse(deleted_chunks=deleted)

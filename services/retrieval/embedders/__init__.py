@@ -1,7 +1,10 @@
 """The embedder port: text in, L2-normalised vectors of a fixed dimension out."""
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from services.retrieval.settings import RetrievalSettings
 
 
 class Embedder(Protocol):
@@ -15,3 +18,76 @@ class Embedder(Protocol):
         """One vector per text, in order. CPU-bound adapters do their work off the event loop;
         remote ones raise MeshError UNAVAILABLE when the provider cannot be reached."""
         ...
+
+
+def open_embedder(settings: "RetrievalSettings") -> Embedder:
+    """The configured embedder behind the embedding cache (`RETRIEVAL_EMBEDDER`; default
+    `offline`). Remote embedders need their endpoint; a missing one is a clear error."""
+    from services.retrieval.embedders.cache import (
+        CachedEmbedder,
+        EmbeddingCache,
+        MemoryEmbeddingCache,
+        RedisEmbeddingCache,
+    )
+
+    embedder = _open_bare(settings)
+    if settings.embedding_threshold is not None:
+        embedder.default_threshold = settings.embedding_threshold
+    url = settings.embedding_cache_url
+    cache: EmbeddingCache
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        cache = RedisEmbeddingCache.from_url(url, settings.embedding_cache_ttl_seconds)
+    elif url in ("", "memory://"):
+        cache = MemoryEmbeddingCache(settings.embedding_cache_size)
+    else:
+        raise ValueError(f"RETRIEVAL_EMBEDDING_CACHE_URL: unsupported scheme in {url!r}")
+    return CachedEmbedder(embedder, cache)
+
+
+def _open_bare(settings: "RetrievalSettings") -> Embedder:
+    if settings.embedder == "offline":
+        from services.retrieval.embedders.hashing import HashingEmbedder
+
+        return HashingEmbedder()
+    if settings.embedder == "minilm":
+        from services.retrieval.embedders.minilm import MiniLmEmbedder
+
+        return MiniLmEmbedder()
+    from services.retrieval.embedders.openai import OpenAIEmbedder
+
+    if settings.embedder == "azure-openai":
+        if not settings.azure_embedding_endpoint:
+            raise ValueError(
+                "RETRIEVAL_EMBEDDER=azure-openai needs AZURE_OPENAI_EMBEDDING_ENDPOINT"
+            )
+        key = settings.azure_embedding_key.get_secret_value()
+        return OpenAIEmbedder.azure(
+            endpoint=settings.azure_embedding_endpoint,
+            deployment=settings.azure_embedding_deployment,
+            api_version=settings.azure_embedding_api_version,
+            api_key=key or None,
+            azure_ad_token_provider=None if key else entra_token_provider(),
+            dimension=settings.embedding_dimensions,
+        )
+    if not settings.openai_embedding_base_url:
+        raise ValueError("RETRIEVAL_EMBEDDER=openai needs OPENAI_EMBEDDING_BASE_URL")
+    return OpenAIEmbedder.compatible(
+        base_url=settings.openai_embedding_base_url,
+        model=settings.openai_embedding_model,
+        api_key=settings.openai_embedding_key.get_secret_value() or "unused",
+        dimension=settings.embedding_dimensions,
+    )
+
+
+def entra_token_provider() -> Any:
+    """Entra ID tokens for Azure OpenAI (azure-identity, the `azure` extra)."""
+    try:
+        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
+    except ImportError as missing:
+        raise ImportError(
+            "Azure OpenAI without AZURE_OPENAI_EMBEDDING_KEY uses Entra ID and needs the "
+            "'azure' extra: pip install 'metaagent[azure]'"
+        ) from missing
+    return get_bearer_token_provider(
+        DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
+    )

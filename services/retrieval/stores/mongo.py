@@ -8,17 +8,26 @@ vCore speaks `$search.cosmosSearch` (its COS score is the cosine). The driver is
 `AsyncMongoClient` (Motor is deprecated), installed with the `mongodb` extra.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from google.protobuf import json_format
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import unavailable
-from services.retrieval.stores import IndexedChunk
+from services.retrieval.stores import IndexedChunk, check_dimensions
 
 Dialect = Literal["atlas", "cosmos"]
 INDEX_NAME = "tenant_embeddings_index"
+COSMOS_HOST_SUFFIX = ".mongocluster.cosmos.azure.com"
+
+
+def dialect_of(url: str) -> Dialect:
+    """Cosmos DB for MongoDB vCore by its host name; anything else speaks Atlas."""
+    hosts = url.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    names = [host.split(":", 1)[0].lower() for host in hosts.split(",")]
+    return "cosmos" if all(name.endswith(COSMOS_HOST_SUFFIX) for name in names) else "atlas"
 
 
 def atlas_index_definition(dimensions: int, name: str = INDEX_NAME) -> dict[str, Any]:
@@ -145,17 +154,38 @@ def from_record(record: dict[str, Any]) -> IndexedChunk:
     return IndexedChunk(document, list(record.get("embedding", [])), record.get("contentHash", ""))
 
 
+@contextmanager
+def _driver_errors() -> Iterator[None]:
+    """A driver failure (network, server selection, timeout) is UNAVAILABLE for the caller."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        yield
+    except PyMongoError as error:
+        raise unavailable(f"the vector store failed: {type(error).__name__}") from None
+
+
 class MongoVectorStore:
     """VectorStore on one MongoDB collection (Atlas or Cosmos DB vCore)."""
 
-    def __init__(self, collection: Any, dimension: int, dialect: Dialect) -> None:
+    def __init__(
+        self, collection: Any, dimension: int, dialect: Dialect, index_name: str = INDEX_NAME
+    ) -> None:
         self._collection = collection
         self.dimension = dimension
         self.dialect: Dialect = dialect
+        self.index_name = index_name
 
     @classmethod
     def connect(
-        cls, uri: str, database: str, collection: str, dimension: int, dialect: Dialect
+        cls,
+        uri: str,
+        database: str,
+        collection: str,
+        dimension: int,
+        dialect: Dialect,
+        index_name: str = INDEX_NAME,
+        timeout_ms: int = 3000,
     ) -> "MongoVectorStore":
         try:
             from pymongo import AsyncMongoClient
@@ -164,50 +194,60 @@ class MongoVectorStore:
                 "the MongoDB vector store needs the 'mongodb' extra: "
                 "pip install 'metaagent[mongodb]'"
             ) from missing
-        client: Any = AsyncMongoClient(uri, serverSelectionTimeoutMS=3000)
-        return cls(client[database][collection], dimension, dialect)
+        client: Any = AsyncMongoClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, timeoutMS=timeout_ms * 3
+        )
+        return cls(client[database][collection], dimension, dialect, index_name)
 
     async def upsert_many(self, partition: str, chunks: Sequence[IndexedChunk]) -> None:
         from pymongo import ReplaceOne
-        from pymongo.errors import PyMongoError
 
-        for chunk in chunks:
-            if len(chunk.vector) != self.dimension:
-                raise ValueError(
-                    f"vector has {len(chunk.vector)} dimensions; this index holds {self.dimension}"
-                )
+        check_dimensions(chunks, self.dimension)
         operations = [
             ReplaceOne(
                 {"_id": f"{partition}/{c.document.chunk_id}"}, to_record(partition, c), upsert=True
             )
             for c in chunks
         ]
-        try:
-            if operations:
+        if operations:
+            with _driver_errors():
                 await self._collection.bulk_write(operations, ordered=True)
-        except PyMongoError as error:
-            raise unavailable(f"the vector store failed: {type(error).__name__}") from None
 
     async def get(self, partition: str, chunk_id: str) -> IndexedChunk | None:
-        record = await self._collection.find_one({"_id": f"{partition}/{chunk_id}"})
+        with _driver_errors():
+            record = await self._collection.find_one({"_id": f"{partition}/{chunk_id}"})
         return None if record is None else from_record(record)
 
     async def chunk_ids_of(self, partition: str, doc_id: str) -> list[str]:
-        cursor = self._collection.find(
-            {"tenantId": partition, "docId": doc_id}, {"chunkId": 1, "_id": 0}
-        )
-        return [record["chunkId"] async for record in cursor]
+        with _driver_errors():
+            cursor = self._collection.find(
+                {"tenantId": partition, "docId": doc_id}, {"chunkId": 1, "_id": 0}
+            )
+            return [record["chunkId"] async for record in cursor]
 
     async def delete_chunks(self, partition: str, chunk_ids: Iterable[str]) -> int:
         ids = [f"{partition}/{chunk_id}" for chunk_id in chunk_ids]
         if not ids:
             return 0
-        result = await self._collection.delete_many({"_id": {"$in": ids}, "tenantId": partition})
+        with _driver_errors():
+            result = await self._collection.delete_many(
+                {"_id": {"$in": ids}, "tenantId": partition}
+            )
         return int(result.deleted_count)
 
     async def search(
-        self, partitions: list[str], vector: list[float], top_k: int, min_score: float
+        self,
+        partitions: list[str],
+        vector: list[float],
+        top_k: int,
+        min_score: float,
+        query_text: str = "",
     ) -> list[tuple[IndexedChunk, float]]:
-        pipeline = search_pipeline(self.dialect, partitions, vector, top_k, min_score)
-        cursor = await self._collection.aggregate(pipeline)
-        return [(from_record(record), float(record["score"])) async for record in cursor]
+        """Vector search only: `query_text` is ignored (hybrid ranking in MongoDB needs an Atlas
+        Search text index and `$rankFusion`, not set up by this adapter)."""
+        pipeline = search_pipeline(
+            self.dialect, partitions, vector, top_k, min_score, self.index_name
+        )
+        with _driver_errors():
+            cursor = await self._collection.aggregate(pipeline)
+            return [(from_record(record), float(record["score"])) async for record in cursor]

@@ -1,0 +1,31 @@
+"""PII scrubbing of text that leaves a tenant's scope."""
+
+import pytest
+
+from services.mesh.redaction import scrub_pii
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("escribe a ana.perez+shop@gmail.com hoy", "escribe a [email] hoy"),
+        ("llama al +34 612 345 678.", "llama al [phone]."),
+        ("call (555) 123-4567 now", "call [phone] now"),
+        ("tarjeta 4111 1111 1111 1111 ok", "tarjeta [card] ok"),
+        ("IBAN ES91 2100 0418 4502 0005 1332 fin", "IBAN [iban] fin"),
+    ],
+)
+def test_personal_data_is_replaced(text: str, expected: str) -> None:
+    assert scrub_pii(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "precio 189.99 EUR, pedido del 2024-11-03, quedan 12 unidades",
+        "tallas 38 a 46, envío en 2 a 4 días, referencia KB6-2024",
+        "version 1.2.3 released",
+    ],
+)
+def test_prices_dates_and_sizes_are_kept(text: str) -> None:
+    assert scrub_pii(text) == text
