@@ -7,8 +7,9 @@ not a guarantee: names and street addresses are not recognised.
 
 import re
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+")
+IBAN = re.compile(r"\b[A-Za-z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 CARD = re.compile(r"\b\d(?:[ -]?\d){12,18}\b")
 PHONE = re.compile(r"(?<![\w.])(?:\+|\()?\d(?:[\s().-]{0,2}\d){8,14}(?![\w.]?\d)")
 
@@ -28,9 +29,13 @@ def _card(match: re.Match[str]) -> str:
     return "[card]" if _luhn_valid(digits) else match.group()
 
 
+def _phone(match: re.Match[str]) -> str:
+    return match.group() if ISO_DATE.match(match.group()) else "[phone]"
+
+
 def scrub_pii(text: str) -> str:
     """`text` with emails, IBANs, card numbers and phone numbers replaced by placeholders."""
     text = EMAIL.sub("[email]", text)
     text = IBAN.sub("[iban]", text)
     text = CARD.sub(_card, text)
-    return PHONE.sub("[phone]", text)
+    return PHONE.sub(_phone, text)

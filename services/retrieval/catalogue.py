@@ -8,6 +8,7 @@ stock to the orchestrator.
 """
 
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import FieldViolation, invalid_argument
 
+MAX_PRICE = Decimal("1000000000")
 KNOWN_KEYS = frozenset(
     {"id", "name", "description", "price", "currency", "stock", "lang", "category", "tags"}
 )
@@ -35,6 +37,20 @@ class CatalogueLine:
     error: str = ""
 
 
+def finite_struct(value: struct_pb2.Struct | struct_pb2.ListValue) -> bool:
+    """No NaN or infinity anywhere inside (they cannot be stored as JSON)."""
+    values = value.values if isinstance(value, struct_pb2.ListValue) else value.fields.values()
+    for item in values:
+        kind = item.WhichOneof("kind")
+        if kind == "number_value" and not math.isfinite(item.number_value):
+            return False
+        if kind == "struct_value" and not finite_struct(item.struct_value):
+            return False
+        if kind == "list_value" and not finite_struct(item.list_value):
+            return False
+    return True
+
+
 def validate_product(product: pb.Product, field: str = "products") -> None:
     violations = []
     if not product.id.strip():
@@ -46,14 +62,18 @@ def validate_product(product: pb.Product, field: str = "products") -> None:
             amount = Decimal(product.price)
         except InvalidOperation:
             amount = Decimal(-1)
-        if not amount.is_finite() or amount < 0:
-            violations.append(FieldViolation(f"{field}.price", "must be a decimal amount >= 0"))
+        if not amount.is_finite() or amount < 0 or amount > MAX_PRICE:
+            violations.append(
+                FieldViolation(f"{field}.price", f"must be a decimal amount in [0, {MAX_PRICE}]")
+            )
         if not CURRENCY.match(product.currency):
             violations.append(
                 FieldViolation(f"{field}.currency", "must be an ISO 4217 code with a price")
             )
     if product.stock < 0:
         violations.append(FieldViolation(f"{field}.stock", "must be >= 0"))
+    if not finite_struct(product.attributes):
+        violations.append(FieldViolation(f"{field}.attributes", "numbers must be finite"))
     if violations:
         raise invalid_argument(*violations)
 
@@ -87,6 +107,10 @@ def product_from_json(record: dict[str, Any]) -> pb.Product:
     return product
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def parse_catalogue(lines: Iterable[str | bytes]) -> Iterator[CatalogueLine]:
     """Parse JSON Lines, one result per non-blank line; bad lines are reported, not raised."""
     for number, raw in enumerate(lines, start=1):
@@ -97,8 +121,8 @@ def parse_catalogue(lines: Iterable[str | bytes]) -> Iterator[CatalogueLine]:
         if not text.strip():
             continue
         try:
-            product = product_from_json(json.loads(text))
-        except (ValueError, InvalidOperation) as error:
+            product = product_from_json(json.loads(text, parse_constant=_not_json))
+        except (ValueError, InvalidOperation, OverflowError) as error:
             yield CatalogueLine(number, None, str(error) or "not valid JSON")
             continue
         yield CatalogueLine(number, product)
@@ -112,11 +136,10 @@ def product_document(product: pb.Product) -> pb.Document:
     if product.price:
         lines.append(f"{product.price} {product.currency}")
     fields = struct_pb2.Struct()
+    fields.MergeFrom(product.attributes)
     fields.update({"id": product.id, "name": product.name, "stock": product.stock})
     if product.price:
         fields.update({"price": float(product.price), "currency": product.currency})
-    for key, value in product.attributes.items():
-        fields[key] = value
     return pb.Document(
         doc_id=product.id,
         text="\n".join(lines),

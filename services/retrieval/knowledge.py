@@ -5,17 +5,20 @@ marked global live in GLOBAL_PARTITION, PII-scrubbed, and reach a tenant's searc
 asks for them. Tenant calls are refused for tenants the platform does not know.
 """
 
+import asyncio
 import hashlib
 import re
+import weakref
 from collections.abc import Sequence
 
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import FieldViolation, invalid_argument
 from services.mesh.redaction import scrub_pii
-from services.retrieval.catalogue import product_document, validate_product
-from services.retrieval.chunking import chunk
+from services.retrieval.catalogue import finite_struct, product_document, validate_product
+from services.retrieval.chunking import chunk, visible_text
 from services.retrieval.embedders import Embedder
 from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk, VectorStore
 from services.retrieval.tenants import TenantDirectory
@@ -25,8 +28,9 @@ MAX_BATCH_ITEMS = 100
 MARKDOWN_HINT = re.compile(r"^#{1,6} \S", re.MULTILINE)
 
 
-def _content_hash(document: pb.Document) -> str:
-    digest = hashlib.sha256(document.text.encode())
+def _content_hash(document: pb.Document, embedder: str) -> str:
+    """Changes with the text, the metadata and the model: a new model re-embeds everything."""
+    digest = hashlib.sha256(embedder.encode() + b"\0" + document.text.encode())
     digest.update(document.metadata.SerializeToString(deterministic=True))
     return digest.hexdigest()
 
@@ -46,6 +50,8 @@ def validate_document(
                 f"has {len(document.text)} characters, more than {max_chars}: split it",
             )
         )
+    if not finite_struct(document.metadata.fields):
+        violations.append(FieldViolation(f"{field}.metadata.fields", "numbers must be finite"))
     if document.visibility == pb.VISIBILITY_GLOBAL:
         violations.append(
             FieldViolation(f"{field}.visibility", "global documents are not ingested by tenants")
@@ -68,6 +74,27 @@ def media_type(document: pb.Document) -> str:
     return "text/plain"
 
 
+def _scrub_struct(fields: struct_pb2.Struct) -> None:
+    for key, value in fields.fields.items():
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            fields[key] = scrub_pii(value.string_value)
+        elif kind == "struct_value":
+            _scrub_struct(value.struct_value)
+
+
+def _scrubbed(document: pb.Document) -> pb.Document:
+    """A global document without personal data: its visible text (HTML entities and tags cannot
+    hide an address), tags and string fields scrubbed."""
+    if media_type(document) == "text/html":
+        document.text = visible_text(document.text)
+        document.metadata.fields["mediaType"] = "text/plain"
+    document.text = scrub_pii(document.text)
+    document.metadata.tags[:] = [scrub_pii(tag) for tag in document.metadata.tags]
+    _scrub_struct(document.metadata.fields)
+    return document
+
+
 class KnowledgeBase:
     def __init__(
         self,
@@ -82,6 +109,7 @@ class KnowledgeBase:
         self._tenants = tenants
         self._max_chars = max_document_chars
         self.hybrid = hybrid
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def require_tenant(self, tenant_id: str) -> None:
         await self._tenants.require(tenant_id)
@@ -122,19 +150,30 @@ class KnowledgeBase:
         """Index platform documents every tenant may retrieve, PII-scrubbed."""
         if not documents or len(documents) > MAX_BATCH_ITEMS:
             raise invalid_argument(FieldViolation("documents", f"1 to {MAX_BATCH_ITEMS} items"))
-        scrubbed = []
+        copies = []
         for document in documents:
             copy = pb.Document()
             copy.CopyFrom(document)
             copy.visibility = pb.VISIBILITY_UNSPECIFIED
             self.validate(copy)
-            copy.text = scrub_pii(copy.text)
-            scrubbed.append(copy)
+            copies.append(copy)
+        scrubbed = await asyncio.to_thread(lambda: [_scrubbed(copy) for copy in copies])
         return await self.index(GLOBAL_PARTITION, scrubbed)
 
     async def index(self, partition: str, documents: Sequence[pb.Document]) -> tuple[int, int]:
         """Chunk, embed and store validated documents in `partition`, embedding only new or
-        changed chunks and removing chunks a shorter version no longer has."""
+        changed chunks and removing chunks a shorter version no longer has. Writes to one
+        partition are serialised, so two versions of a document never interleave."""
+        async with self._writing(partition):
+            return await self._index(partition, documents)
+
+    def _writing(self, partition: str) -> asyncio.Lock:
+        lock = self._locks.get(partition)
+        if lock is None:
+            lock = self._locks[partition] = asyncio.Lock()
+        return lock
+
+    async def _index(self, partition: str, documents: Sequence[pb.Document]) -> tuple[int, int]:
         visibility = pb.VISIBILITY_GLOBAL if partition == GLOBAL_PARTITION else pb.VISIBILITY_TENANT
         fresh: list[tuple[pb.Document, str]] = []
         stale: list[str] = []
@@ -149,7 +188,7 @@ class KnowledgeBase:
                 stored.visibility = visibility
                 stored.chunk_id = f"{document.doc_id}#{piece.index}"
                 wanted.append(stored.chunk_id)
-                content_hash = _content_hash(stored)
+                content_hash = _content_hash(stored, self.embedder.name)
                 existing = await self._store.get(partition, stored.chunk_id)
                 if existing is None or existing.content_hash != content_hash:
                     fresh.append((stored, content_hash))
@@ -194,6 +233,7 @@ class KnowledgeBase:
         return await self._delete(GLOBAL_PARTITION, doc_id)
 
     async def _delete(self, partition: str, doc_id: str) -> int:
-        return await self._store.delete_chunks(
-            partition, await self._store.chunk_ids_of(partition, doc_id)
-        )
+        async with self._writing(partition):
+            return await self._store.delete_chunks(
+                partition, await self._store.chunk_ids_of(partition, doc_id)
+            )

@@ -101,10 +101,6 @@ class Bm25Index:
             return {}
         return {key: min(1.0, score / ceiling) for key, score in self.scores(query).items()}
 
-    def top_normalized(self, query: str, limit: int) -> list[tuple[str, float]]:
-        ranked = self.normalized_scores(query).items()
-        return sorted(ranked, key=lambda item: item[1], reverse=True)[:limit]
-
 
 def fuse(cosine: float, lexical: float, weight: float = LEXICAL_WEIGHT) -> float:
     """The hybrid score of one chunk (see the module docstring)."""

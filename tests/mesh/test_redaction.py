@@ -29,3 +29,21 @@ def test_personal_data_is_replaced(text: str, expected: str) -> None:
 )
 def test_prices_dates_and_sizes_are_kept(text: str) -> None:
     assert scrub_pii(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cita el 2024-01-15 10:30 en tienda", "cita el 2024-01-15 10:30 en tienda"),
+        ("cuenta es91 2100 0418 4502 0005 1332", "cuenta [iban]"),
+    ],
+)
+def test_dates_stay_and_lowercase_ibans_go(text: str, expected: str) -> None:
+    assert scrub_pii(text) == expected
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("filler", ["a", "a.", "1 ", "+3"])
+def test_long_adversarial_text_is_scrubbed_in_linear_time(filler: str) -> None:
+    text = filler * 300_000
+    assert len(scrub_pii(text)) > 0

@@ -79,3 +79,36 @@ def test_a_product_document_reads_like_the_catalogue_and_keeps_its_fields() -> N
     assert fields["price"] == pytest.approx(189.99)
     assert (fields["currency"], fields["stock"], fields["id"]) == ("EUR", 7, "sku-kobe")
     assert list(fields["sizes"]) == [40, 41]
+
+
+def test_attributes_never_override_the_validated_fields() -> None:
+    product = pb.Product(id="sku-1", name="Gorra", price="10", currency="EUR", stock=2)
+    product.attributes.update({"price": -5, "currency": "XXX", "id": "sku-other", "colour": "red"})
+    validate_product(product)
+    fields = dict(product_document(product).metadata.fields)
+    assert (fields["price"], fields["currency"], fields["id"], fields["stock"]) == (
+        10.0,
+        "EUR",
+        "sku-1",
+        2,
+    )
+    assert fields["colour"] == "red"
+
+
+def test_numbers_json_cannot_store_are_refused() -> None:
+    lines = [
+        '{"id": "a", "name": "b", "price": NaN, "currency": "EUR"}',
+        '{"id": "a", "name": "b", "weight": ' + "9" * 400 + "}",
+        '{"id": "a", "name": "b", "price": 1e400, "currency": "EUR"}',
+    ]
+    parsed = list(parse_catalogue(lines))
+    assert parsed[0].error == "NaN is not a JSON number"
+    assert parsed[1].product is None and parsed[1].error
+    assert parsed[2].product is not None
+    with pytest.raises(MeshError):
+        validate_product(parsed[2].product)
+    product = pb.Product(id="x", name="y")
+    product.attributes.update({"weight": float("inf")})
+    with pytest.raises(MeshError) as refused:
+        validate_product(product)
+    assert [v.field for v in refused.value.violations] == ["products.attributes"]

@@ -35,11 +35,11 @@ def test_every_search_is_pre_filtered_by_tenant(dialect: str) -> None:
     assert stage["filter"] == {"tenantId": {"$in": ["acme", GLOBAL_PARTITION]}}
     assert stage["path"] == "embedding"
     assert pipeline[-1] == {"$match": {"score": {"$gte": 0.2}}}
-    assert pipeline[1]["$project"]["embedding"] == 0
+    assert pipeline[2] == {"$project": {"embedding": 0}}, "an exclusion projection, nothing else"
 
 
 def test_the_atlas_pipeline_limits_candidates_and_scores_as_cosine() -> None:
-    [vector_search, project, _] = search_pipeline("atlas", ["acme"], VECTOR, 5, 0.0)
+    [vector_search, scored, _, _] = search_pipeline("atlas", ["acme"], VECTOR, 5, 0.0)
     stage = vector_search["$vectorSearch"]
     assert (stage["index"], stage["limit"], stage["numCandidates"]) == (
         "tenant_embeddings_index",
@@ -47,16 +47,16 @@ def test_the_atlas_pipeline_limits_candidates_and_scores_as_cosine() -> None:
         100,
     )
     assert stage["queryVector"] == VECTOR
-    assert project["$project"]["score"] == {
+    assert scored["$set"]["score"] == {
         "$multiply": [{"$subtract": [{"$meta": "vectorSearchScore"}, 0.5]}, 2]
     }, "Atlas reports (1 + cosine) / 2"
 
 
 def test_the_cosmos_pipeline_asks_for_k_neighbours_and_the_stored_source() -> None:
-    [search, project, _] = search_pipeline("cosmos", ["acme"], VECTOR, 7, 0.0)
+    [search, scored, _, _] = search_pipeline("cosmos", ["acme"], VECTOR, 7, 0.0)
     assert search["$search"]["cosmosSearch"]["k"] == 7
     assert search["$search"]["returnStoredSource"] is True
-    assert project["$project"]["score"] == {"$meta": "searchScore"}
+    assert scored["$set"]["score"] == {"$meta": "searchScore"}
 
 
 def test_index_definitions_match_the_seed() -> None:

@@ -68,9 +68,9 @@ def test_misconfiguration_is_a_clear_error(
     tmp_path: Path, values: dict[str, str], message: str
 ) -> None:
     settings = _settings(tmp_path, **values)
+    opener = open_vector_store if "vector_store_url" in values else open_embedder
     with pytest.raises(ValueError, match=message):
-        open_vector_store(settings, 8)
-        open_embedder(settings)
+        opener(settings, 8) if opener is open_vector_store else opener(settings)  # type: ignore[call-arg]
 
 
 def test_a_redis_cache_url_and_a_threshold_override_are_honoured(tmp_path: Path) -> None:

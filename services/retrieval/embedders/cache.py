@@ -74,7 +74,10 @@ class RedisEmbeddingCache:
             self._failed(error)
             return [None] * len(keys)
         self._failing = False
-        return [None if blob is None else np.frombuffer(blob, np.float32).tolist() for blob in raw]
+        return [
+            None if blob is None or len(blob) % 4 else np.frombuffer(blob, np.float32).tolist()
+            for blob in raw
+        ]
 
     async def put_many(self, entries: dict[str, list[float]]) -> None:
         try:

@@ -340,10 +340,11 @@ class _Partition:
             if graph is not None
             else self.exact(query, pool, -1.0)
         )
-        lexical = dict(self.lexical.top_normalized(text, pool))
+        lexical = self.lexical.normalized_scores(text)
+        best_lexical = sorted(lexical, key=lexical.__getitem__, reverse=True)[:pool]
         rows = dict(vector_hits)
         missing = np.asarray(
-            [r for r in (self.rows[c] for c in lexical) if r not in rows], dtype=np.int64
+            [r for r in (self.rows[c] for c in best_lexical) if r not in rows], dtype=np.int64
         )
         if len(missing):
             cosines = (self.matrix[missing] @ query) * self.inv_norms[missing]

@@ -8,6 +8,7 @@ vCore speaks `$search.cosmosSearch` (its COS score is the cosine). The driver is
 `AsyncMongoClient` (Motor is deprecated), installed with the `mongodb` extra.
 """
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -15,9 +16,10 @@ from typing import Any, Literal
 from google.protobuf import json_format
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
-from services.mesh.errors import unavailable
+from services.mesh.errors import failed_precondition, unavailable
 from services.retrieval.stores import IndexedChunk, check_dimensions
 
+log = logging.getLogger(__name__)
 Dialect = Literal["atlas", "cosmos"]
 INDEX_NAME = "tenant_embeddings_index"
 COSMOS_HOST_SUFFIX = ".mongocluster.cosmos.azure.com"
@@ -96,13 +98,13 @@ def search_pipeline(
                 }
             },
             {
-                "$project": {
-                    "embedding": 0,
+                "$set": {
                     "score": {
                         "$multiply": [{"$subtract": [{"$meta": "vectorSearchScore"}, 0.5]}, 2]
-                    },
+                    }
                 }
             },
+            {"$project": {"embedding": 0}},
             {"$match": {"score": {"$gte": min_score}}},
         ]
     return [
@@ -117,7 +119,8 @@ def search_pipeline(
                 "returnStoredSource": True,
             }
         },
-        {"$project": {"embedding": 0, "score": {"$meta": "searchScore"}}},
+        {"$set": {"score": {"$meta": "searchScore"}}},
+        {"$project": {"embedding": 0}},
         {"$match": {"score": {"$gte": min_score}}},
     ]
 
@@ -156,13 +159,26 @@ def from_record(record: dict[str, Any]) -> IndexedChunk:
 
 @contextmanager
 def _driver_errors() -> Iterator[None]:
-    """A driver failure (network, server selection, timeout) is UNAVAILABLE for the caller."""
-    from pymongo.errors import PyMongoError
+    """Network, server selection and timeouts are UNAVAILABLE (worth retrying); anything else
+    the server refuses (a missing index, a bad pipeline) is FAILED_PRECONDITION, not retried."""
+    from pymongo.errors import (
+        ConnectionFailure,
+        ExecutionTimeout,
+        NetworkTimeout,
+        PyMongoError,
+        WaitQueueTimeoutError,
+    )
 
     try:
         yield
-    except PyMongoError as error:
+    except (ConnectionFailure, NetworkTimeout, ExecutionTimeout, WaitQueueTimeoutError) as error:
         raise unavailable(f"the vector store failed: {type(error).__name__}") from None
+    except PyMongoError as error:
+        log.error("the vector store refused an operation: %s", error)
+        raise failed_precondition(
+            f"the vector store refused the operation: {type(error).__name__}",
+            reason="VECTOR_STORE_REFUSED",
+        ) from None
 
 
 class MongoVectorStore:
