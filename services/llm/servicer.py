@@ -1,4 +1,4 @@
-"""LlmService over gRPC: validate the prompt, answer with the configured engine."""
+"""LlmService over gRPC: validate the prompt, let the engine answer."""
 
 from collections.abc import AsyncIterator
 from typing import Any
@@ -6,14 +6,14 @@ from typing import Any
 from metaagent.llm.v1 import llm_service_pb2 as pb
 from metaagent.llm.v1 import llm_service_pb2_grpc
 
-from services.llm.offline import OfflineResponder
+from services.llm.engine import LlmEngine
 from services.llm.settings import LlmSettings
 from services.mesh.errors import FieldViolation, invalid_argument
 
 
 class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
-    def __init__(self, responder: OfflineResponder, settings: LlmSettings) -> None:
-        self._responder = responder
+    def __init__(self, engine: LlmEngine, settings: LlmSettings) -> None:
+        self._engine = engine
         self._settings = settings
 
     def _validate(self, prompt: pb.Prompt, has_prompt: bool) -> None:
@@ -27,17 +27,18 @@ class LlmServicer(llm_service_pb2_grpc.LlmServiceServicer):
                     "prompt.user_text", f"exceeds {self._settings.max_user_text_chars} characters"
                 )
             )
+        self._engine.check(prompt)
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> pb.GenerateResponse:
         self._validate(request.prompt, request.HasField("prompt"))
-        return pb.GenerateResponse(generation=self._responder.generate(request.prompt))
+        return pb.GenerateResponse(generation=await self._engine.generate(request.prompt))
 
     async def GenerateStream(
         self, request: pb.GenerateStreamRequest, context: Any
     ) -> AsyncIterator[pb.GenerateStreamResponse]:
         self._validate(request.prompt, request.HasField("prompt"))
-        generation = self._responder.generate(request.prompt)
-        words = generation.reply_text.split(" ")
-        for index, word in enumerate(words):
-            yield pb.GenerateStreamResponse(delta=word if index == 0 else f" {word}")
-        yield pb.GenerateStreamResponse(final=generation)
+        async for event in self._engine.generate_stream(request.prompt):
+            if isinstance(event, str):
+                yield pb.GenerateStreamResponse(delta=event)
+            else:
+                yield pb.GenerateStreamResponse(final=event)

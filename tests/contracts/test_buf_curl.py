@@ -50,7 +50,9 @@ async def test_buf_curl_lists_services_checks_health_and_calls_with_metadata(
             _curl, certs, "operator", f"{base}/grpc.health.v1.Health/Check", "--data", "{}"
         )
         assert json.loads(health.stdout) == {"status": "SERVING"}
-        body = json.dumps({"prompt": {"userText": "hola", "tenant": {"language": "es"}}})
+        body = json.dumps(
+            {"prompt": {"userText": "hola", "tenant": {"tenantId": "demo", "language": "es"}}}
+        )
         generate = f"{base}/metaagent.llm.v1.LlmService/Generate"
         denied = await asyncio.to_thread(_curl, certs, "operator", generate, "--data", body)
         assert denied.returncode != 0

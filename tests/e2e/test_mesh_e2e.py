@@ -56,7 +56,8 @@ async def test_the_seed_request_flows_through_every_service(tmp_path: Path) -> N
             confirm = {
                 **SEED_REQUEST,
                 "correlationId": "corr-e2e-0002",
-                "input": {"type": "text", "text": "Sí, confirmo"},
+                # the Kobe comes in sizes 38-46: the confirmation gives the size too
+                "input": {"type": "text", "text": "Sí, confirmo, en talla 43"},
             }
             second = (
                 await client.post("/v2/agents/meta-agent/process", json=confirm, headers=headers)
@@ -65,6 +66,7 @@ async def test_the_seed_request_flows_through_every_service(tmp_path: Path) -> N
             assert [a["type"] for a in second["actions"]] == ["create_order", "payment_link"]
             assert all(a["status"] == "pending" and a["actionId"] for a in second["actions"])
             assert second["actions"][0]["params"]["productId"] == "product-kobe-6-protro"
+            assert second["actions"][0]["params"]["size"] == "43"
 
         touched = ("gateway", "orchestrator", "context", "retrieval", "llm")
         missing = await _components_without(mesh, touched, "corr-e2e-0001")

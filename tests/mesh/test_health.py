@@ -10,8 +10,8 @@ from metaagent.llm.v1 import llm_service_pb2_grpc
 
 from services.context.app import build_server as build_context
 from services.context.settings import ContextSettings
+from services.llm.app import build_engine
 from services.llm.app import build_server as build_llm
-from services.llm.offline import OfflineResponder
 from services.llm.servicer import LlmServicer
 from services.llm.settings import LlmSettings
 from services.mesh.clients import open_channel, serving_status
@@ -41,7 +41,7 @@ async def test_health_turns_serving_once_readiness_passes(settings: MeshSettings
         if not gate.is_set():
             raise ConnectionError("not yet")
 
-    servicer = LlmServicer(OfflineResponder(0.3), LlmSettings())
+    servicer = LlmServicer(build_engine(LlmSettings()), LlmSettings())
     async with running("llm", settings, [llm_binding(servicer)], [dependency_ready]) as (
         server,
         address,
@@ -101,7 +101,7 @@ async def test_calls_before_readiness_are_unavailable_with_retry_advice(
     async def dependency_ready() -> None:
         await gate.wait()
 
-    servicer = LlmServicer(OfflineResponder(0.3), LlmSettings())
+    servicer = LlmServicer(build_engine(LlmSettings()), LlmSettings())
     async with running("llm", settings, [llm_binding(servicer)], [dependency_ready]) as (_, addr):
         client = MeshSettings(state_dir=settings.state_dir, llm_addr=addr, grpc_retry_attempts=1)
         async with open_channel(client, "orchestrator", "llm") as channel:

@@ -22,6 +22,7 @@ from services.retrieval.embedders.openai import CALIBRATED_THRESHOLD, OpenAIEmbe
 from tests.support.openai_server import (
     REDACTED,
     OpenAIServer,
+    RecordingSleep,
     bad_request,
     rate_limited,
     server_error,
@@ -35,16 +36,6 @@ from tests.support.openai_server import (
 DIMENSION = 64
 DEPLOYMENT = "emb-small-prod"
 API_VERSION = "2024-10-21"
-
-
-class RecordingSleep:
-    """A `sleep` that returns at once and remembers what it was asked for."""
-
-    def __init__(self) -> None:
-        self.calls: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.calls.append(seconds)
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""The offline responder: tenant intents, templates, remembered products, allowed actions."""
+"""The offline responder: tenant intents, templates, remembered products, slots, allowed
+actions. (Extractors, languages and whole conversations: tests/llm/test_slots.py and
+tests/llm/test_offline_*.py.)"""
 
 from google.protobuf import struct_pb2
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
@@ -83,13 +85,38 @@ def test_a_bare_yes_without_a_checkout_confirms_nothing() -> None:
     assert generation.actions == []
 
 
+def test_a_checkout_of_a_product_without_sizes_does_not_ask_for_one() -> None:
+    generation = RESPONDER.generate(_prompt("Quiero comprar la zapatilla Kobe"))
+    assert generation.reply_text.endswith("¿Confirmas el pedido para enviarte el enlace de pago?")
+
+
+def test_a_confirmation_without_the_size_a_product_needs_asks_for_it() -> None:
+    sized = {**KOBE, "sizes": [42.0, 43.0]}
+    prompt = _prompt(
+        "Sí", product_doc=False, last_intent="checkout_flow", entities={"product": sized}
+    )
+    generation = RESPONDER.generate(prompt)
+    assert generation.intent == "confirm_purchase"
+    assert generation.actions == []
+    assert generation.reply_text == "¿En qué talla la quieres? Tenemos 42, 43."
+    assert generation.entities["awaiting"] == "size"
+
+
 def test_only_actions_the_tenant_allows_are_proposed() -> None:
     tenant = demo_tenant()
     del tenant.allowed_actions[:]
     tenant.allowed_actions.append("create_ticket")
-    generation = RESPONDER.generate(_prompt("Mi pedido no llegó", tenant=tenant))
-    assert generation.intent == "order_not_received"
+    generation = RESPONDER.generate(_prompt("Mi pedido 12345 no llegó", tenant=tenant))
+    assert generation.intent == "order_support"
     assert [a.type for a in generation.actions] == ["create_ticket"]
+
+
+def test_a_missing_order_without_its_number_asks_for_it_and_proposes_nothing() -> None:
+    generation = RESPONDER.generate(_prompt("Mi pedido no llegó", product_doc=False))
+    assert generation.intent == "order_support"
+    assert generation.actions == []
+    assert "número de pedido" in generation.reply_text
+    assert generation.entities["awaiting"] == "order_id"
 
 
 def test_with_no_intent_it_answers_from_documents_with_low_confidence() -> None:

@@ -2,8 +2,9 @@
 
 `OpenAIEmbedder` sends batches to the embeddings endpoint through the `openai` SDK (with the
 SDK's own retries off), retries 429, 5xx, timeouts and connection failures itself (exponential
-backoff with full jitter, or the server's `retry-after-ms` / `Retry-After` when it sends one),
-checks that every answer holds one vector per input of the index's dimension, and L2-normalises.
+backoff with full jitter, or the server's `retry-after-ms` / `Retry-After` when it sends one;
+the policy is `services.mesh.backoff.RetryPolicy`, re-exported here), checks that every answer
+holds one vector per input of the index's dimension, and L2-normalises.
 
 Calibration: text-embedding-3 models score related passages lower than older models do. Cosine
 scores for relevant query/passage pairs typically fall between 0.3 and 0.6, unrelated pairs
@@ -19,13 +20,9 @@ unreachable or exhausted provider and malformed answers are UNAVAILABLE, with Re
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import math
 import random
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypedDict, Unpack
 
 import grpc
@@ -34,6 +31,7 @@ import openai
 from openai.types import CreateEmbeddingResponse
 
 from services.mesh import correlation
+from services.mesh.backoff import RetryPolicy, retry_after
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument, unavailable
 
 log = logging.getLogger("metaagent.retrieval.embedder")
@@ -60,29 +58,6 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 _CONFIGURATION_PARAMS = frozenset({"model", "dimensions", "encoding_format"})
 _MAX_PROVIDER_MESSAGE = 300
 _MAX_RETRY_INFO = 3600.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry a batch the provider could not serve."""
-
-    attempts: int = 4
-    """Tries per batch, the first included."""
-    base_delay: float = 0.5
-    """Backoff before the first retry, doubled on each one (full jitter)."""
-    max_delay: float = 8.0
-    """Cap on one computed backoff."""
-    max_wait: float = 20.0
-    """Longest server-advised wait honoured; a server asking for more is given up on at once."""
-
-    def __post_init__(self) -> None:
-        if self.attempts < 1 or self.base_delay < 0 or self.max_delay < 0 or self.max_wait < 0:
-            raise ValueError("attempts must be >= 1 and delays >= 0")
-
-    def backoff(self, retry: int, rng: random.Random) -> float:
-        """The jittered wait before retry number `retry` (1-based)."""
-        ceiling = min(self.max_delay, self.base_delay * 2 ** (retry - 1))
-        return rng.uniform(0.0, ceiling)
 
 
 class EmbedderOptions(TypedDict, total=False):
@@ -275,7 +250,7 @@ class OpenAIEmbedder:
                 status = error.status_code
                 if status not in _RETRYABLE_STATUS and status < 500:
                     raise self._refusal(error) from None
-                advised = _retry_after(error.response.headers)
+                advised = retry_after(error.response.headers)
                 failure = f"HTTP {status}"
                 reason = (
                     "EMBEDDING_PROVIDER_RATE_LIMITED"
@@ -290,14 +265,8 @@ class OpenAIEmbedder:
             except (openai.APIResponseValidationError, ValueError) as error:
                 # The SDK could not parse the answer (e.g. no data at all).
                 raise self._malformed(f"an unreadable answer ({type(error).__name__})") from None
-            wait = self._next_wait(attempt, advised)
-            remaining = correlation.current().time_remaining()
-            give_up = (
-                attempt >= policy.attempts
-                or (advised is not None and advised > policy.max_wait)
-                or (remaining is not None and wait >= remaining)
-            )
-            if give_up:
+            wait = policy.delay(attempt, advised, self._rng)
+            if policy.gives_up(attempt, advised, wait, correlation.current().time_remaining()):
                 log.warning(
                     "embedding provider failed with %s after %d attempt(s); giving up",
                     failure,
@@ -318,12 +287,6 @@ class OpenAIEmbedder:
                 wait,
             )
             await self._sleep(wait)
-
-    def _next_wait(self, attempt: int, advised: float | None) -> float:
-        """The server's advice when given, else jittered exponential backoff."""
-        if advised is not None:
-            return max(advised, 0.0)
-        return self.retry.backoff(attempt, self._rng)
 
     def _request_timeout(self) -> float:
         """The request timeout, shortened to the inbound deadline; a passed deadline ends here."""
@@ -390,26 +353,3 @@ class OpenAIEmbedder:
         normalised = matrix / np.where(norms > 0, norms, 1.0)  # a zero vector stays zero
         vectors: list[list[float]] = normalised.tolist()
         return vectors
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds the server asked us to wait: `retry-after-ms`, then `Retry-After` (seconds or an
-    HTTP date); None when it did not say."""
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is None:
-            continue
-        try:
-            seconds = float(value) / divisor
-        except ValueError:
-            continue
-        if math.isfinite(seconds):
-            return max(seconds, 0.0)
-        return math.inf
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return max(email.utils.parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-        except (TypeError, ValueError):
-            return None
-    return None

@@ -1,0 +1,26 @@
+"""The LLM service's Prometheus metrics (served on its metrics port; README: Observability).
+
+Labels are bounded: deployment and model names come from configuration and reasons from a fixed
+list; tenants are not a label here (their usage is in the limits store, per tenant and model).
+"""
+
+from prometheus_client import Counter, Gauge
+
+TOKENS = Counter(
+    "meta_agent_llm_tokens_total", "Tokens used, from the API's usage.", ["model", "kind"]
+)
+REQUESTS = Counter(
+    "meta_agent_llm_requests_total",
+    "Calls to a model deployment by outcome.",
+    ["deployment", "outcome"],
+)
+DEGRADED = Counter(
+    "meta_agent_llm_degraded_total",
+    "Answers given by the offline responder or the response cache because no model could.",
+    ["reason"],
+)
+CIRCUIT_OPEN = Gauge(
+    "meta_agent_llm_circuit_open",
+    "1 while a deployment's circuit breaker is open or half-open, else 0.",
+    ["deployment"],
+)

@@ -1,0 +1,404 @@
+"""The seed's cases A and C, in Spanish and English, through the offline responder.
+
+Each conversation is driven like the orchestrator drives it: the prompt is built with
+`build_prompt` from the demo tenant, the session (recent turns whose agent turns carry
+metadata.intent, and the remembered entities) and the retrieval hits (demo catalogue entries
+made into documents by the retrieval service's own `product_document`); after each turn the
+generation's entities are merged into the session's as the orchestrator merges them.
+"""
+
+from dataclasses import dataclass, field
+
+from google.protobuf import json_format
+from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.llm.v1 import llm_service_pb2 as pb
+from metaagent.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
+
+from services.context.demo import demo_tenant
+from services.llm.offline import OfflineResponder
+from services.orchestrator.turn import build_prompt
+from services.retrieval.catalogue import product_document
+from services.retrieval.demo import demo_documents, demo_products
+
+RESPONDER = OfflineResponder(intent_threshold=0.34)
+DOCUMENTS = {d.doc_id: d for d in demo_documents()} | {
+    d.doc_id: d for d in (product_document(p) for p in demo_products())
+}
+KOBE = "product-kobe-6-protro"
+PEGASUS = "product-pegasus-41"
+SHIRT = "product-camiseta-tecnica"
+BACKPACK = "product-mochila-urbana"
+
+
+@dataclass
+class Conversation:
+    tenant: tenant_pb2.TenantConfig = field(default_factory=demo_tenant)
+    session: conversation_pb2.SessionContext = field(
+        default_factory=lambda: conversation_pb2.SessionContext(session_id="s-1")
+    )
+    prompts: list[pb.Prompt] = field(default_factory=list)
+
+    def say(self, text: str, *retrieved: str) -> pb.Generation:
+        """One customer turn; `retrieved` are the ids retrieval returns, best first."""
+        hits = [
+            retrieval_pb.SearchHit(document=DOCUMENTS[doc_id], score=0.6 - 0.05 * rank)
+            for rank, doc_id in enumerate(retrieved)
+        ]
+        prompt = build_prompt(self.tenant, self.session, hits, text)
+        self.prompts.append(prompt)
+        generation = RESPONDER.generate(prompt)
+        assert generation.model == "offline"
+        self.session.recent_turns.extend(
+            [
+                conversation_pb2.ConversationTurn(role=conversation_pb2.TURN_ROLE_USER, text=text),
+                conversation_pb2.ConversationTurn(
+                    role=conversation_pb2.TURN_ROLE_AGENT,
+                    text=generation.reply_text,
+                    actions=generation.actions,
+                    metadata=conversation_pb2.TurnMetadata(
+                        intent=generation.intent, confidence=generation.confidence
+                    ),
+                ),
+            ]
+        )
+        self.session.short_context.last_intent = generation.intent
+        self.session.short_context.entities.update(dict(generation.entities.items()))
+        return generation
+
+    @property
+    def entities(self) -> dict:
+        return json_format.MessageToDict(self.session.short_context.entities)
+
+
+def _params(generation: pb.Generation) -> dict[str, dict]:
+    return {a.type: json_format.MessageToDict(a.params) for a in generation.actions}
+
+
+# --- case A: cart recovery -> purchase -> create_order + payment link ---------------------
+
+
+def test_case_a_in_spanish_orders_within_two_customer_turns() -> None:
+    chat = Conversation()
+    first = chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE, PEGASUS)
+    assert first.intent == "checkout_flow"
+    assert first.confidence >= 0.6
+    assert "Zapatilla Kobe 6 Protro 'Grinch' cuesta 189.99 EUR" in first.reply_text
+    assert "nos quedan 7 unidades" in first.reply_text
+    assert "me dices tu talla" in first.reply_text
+    assert first.actions == []  # never on the first mention of a product
+    assert chat.entities["product"]["id"] == KOBE
+    assert chat.entities["language"] == "es"
+
+    # retrieval for "sí, la talla 43" ranks the Pegasus first: the remembered Kobe still wins
+    second = chat.say("sí, la talla 43", PEGASUS, KOBE)
+    assert second.intent == "confirm_purchase"
+    assert [a.type for a in second.actions] == ["create_order", "payment_link"]
+    params = _params(second)
+    assert params["create_order"] == {
+        "productId": KOBE,
+        "quantity": 1,
+        "size": "43",
+        "unitPrice": 189.99,
+        "currency": "EUR",
+    }
+    assert params["payment_link"] == {"amount": 189.99, "currency": "EUR"}
+    assert "talla 43" in second.reply_text
+    assert "¿A qué dirección" in second.reply_text
+
+
+def test_case_a_in_english_orders_within_two_customer_turns() -> None:
+    chat = Conversation()
+    first = chat.say("Hi, I left the Kobe sneakers in my cart", KOBE)
+    assert first.intent == "checkout_flow"
+    assert first.reply_text.startswith("Great! Zapatilla Kobe 6 Protro 'Grinch' costs 189.99 EUR")
+    assert "we have 7 left" in first.reply_text
+    assert first.actions == []
+    second = chat.say("yes, size 10", "faq-payment")
+    assert second.intent == "confirm_purchase"
+    assert second.reply_text.startswith("Done: order for 1 \u00d7 Zapatilla Kobe")
+    params = _params(second)
+    assert params["create_order"]["size"] == "10"  # a US-style size is kept as given
+    assert params["payment_link"] == {"amount": 189.99, "currency": "EUR"}
+
+
+def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
+    chat = Conversation()
+    chat.say("Quiero comprar la zapatilla Kobe, la dejé en el carrito.", KOBE)
+    second = chat.say("quiero comprarla en talla 43, dos pares", KOBE)
+    assert second.intent == "confirm_purchase"
+    params = _params(second)
+    assert (params["create_order"]["quantity"], params["create_order"]["size"]) == (2, "43")
+    assert params["payment_link"]["amount"] == 379.98
+    assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379.98 EUR" in (
+        second.reply_text
+    )
+
+
+def test_a_bare_yes_asks_for_the_size_then_the_size_completes_the_order() -> None:
+    chat = Conversation()
+    chat.say("Quiero comprar la zapatilla Kobe, la dejé en el carrito.", KOBE)
+    asked = chat.say("Sí, confirmo", "faq-payment")
+    assert asked.intent == "confirm_purchase"
+    assert asked.actions == []
+    assert asked.reply_text == "¿En qué talla la quieres? Tenemos 38-46."
+    assert chat.entities["awaiting"] == "size"
+    done = chat.say("43", PEGASUS)
+    assert done.intent == "confirm_purchase"
+    assert _params(done)["create_order"]["size"] == "43"
+
+
+def test_a_size_without_a_yes_gets_the_summary_to_confirm() -> None:
+    chat = Conversation()
+    chat.say("Quiero comprar la zapatilla Kobe", KOBE)
+    summary = chat.say("talla 44", KOBE)
+    assert summary.intent == "checkout_flow"
+    assert summary.actions == []
+    assert summary.reply_text == (
+        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 189.99 EUR. "
+        "¿Confirmas el pedido?"
+    )
+    done = chat.say("sí", "faq-payment")
+    assert [a.type for a in done.actions] == ["create_order", "payment_link"]
+
+
+def test_a_size_the_product_does_not_come_in_is_asked_again() -> None:
+    chat = Conversation()
+    first = chat.say("Quiero comprar las Kobe en talla 42,5", KOBE)
+    assert first.intent == "checkout_flow"
+    assert first.reply_text == (
+        "No tenemos Zapatilla Kobe 6 Protro 'Grinch' en talla 42.5. Tallas disponibles: "
+        "38-46. ¿Cuál prefieres?"
+    )
+    assert "size" not in chat.entities
+    # "vale" answers the size question, it does not confirm an order never summarised
+    again = chat.say("vale, pues la 44, dos pares", KOBE)
+    assert again.intent == "checkout_flow" and again.actions == []
+    assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 379.98 EUR" in (
+        again.reply_text
+    )
+    done = chat.say("sí", "faq-payment")
+    assert _params(done)["payment_link"]["amount"] == 379.98
+
+
+def test_more_units_than_in_stock_are_asked_again_and_the_new_quantity_reconfirmed() -> None:
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    too_many = chat.say("sí, 9 pares en la 43", KOBE)
+    assert too_many.intent == "confirm_purchase" and too_many.actions == []
+    assert "nos quedan 7" in too_many.reply_text
+    reconfirm = chat.say("vale, 7", KOBE)
+    assert reconfirm.intent == "checkout_flow" and reconfirm.actions == []
+    assert "7 \u00d7" in reconfirm.reply_text and "1329.93 EUR" in reconfirm.reply_text
+    done = chat.say("sí", KOBE)
+    assert _params(done)["create_order"]["quantity"] == 7
+
+
+def test_changing_the_product_while_giving_the_size_needs_a_new_confirmation() -> None:
+    chat = Conversation()
+    chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE)
+    chat.say("Sí, confirmo", "faq-payment")
+    switched = chat.say("mejor las Pegasus en la 42", PEGASUS, KOBE)
+    assert switched.intent == "checkout_flow" and switched.actions == []
+    assert "Pegasus 41 en talla 42 por 139.99 EUR" in switched.reply_text
+    done = chat.say("sí", "faq-payment")
+    assert _params(done)["create_order"]["productId"] == PEGASUS
+
+
+def test_a_yes_that_switches_product_gets_the_summary_of_the_new_one_first() -> None:
+    chat = Conversation()
+    chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE)
+    switched = chat.say("sí, pero mejor las Pegasus en la 42", PEGASUS, KOBE)
+    assert switched.intent == "checkout_flow" and switched.actions == []
+    assert "Pegasus 41 en talla 42 por 139.99 EUR" in switched.reply_text
+    assert _params(chat.say("sí", PEGASUS))["create_order"]["productId"] == PEGASUS
+
+
+def test_apparel_sizes_and_a_sold_out_product() -> None:
+    chat = Conversation()
+    sold_out = chat.say("quiero comprar la mochila urbana", BACKPACK)
+    assert sold_out.reply_text.startswith("Lo siento, Mochila urbana 20 L está agotado")
+    assert sold_out.actions == []
+    chat.say("quiero comprar la camiseta técnica", SHIRT, KOBE)
+    done = chat.say("sí, talla L, 2 unidades", SHIRT)
+    params = _params(done)
+    assert (params["create_order"]["productId"], params["create_order"]["size"]) == (SHIRT, "L")
+    assert params["payment_link"]["amount"] == 59.9
+
+
+def test_a_no_orders_nothing_and_a_later_yes_confirms_nothing() -> None:
+    chat = Conversation()
+    chat.say("Quiero comprar la zapatilla Kobe", KOBE)
+    declined = chat.say("no, todavía no", KOBE)
+    assert declined.intent == "declined" and declined.actions == []
+    assert declined.reply_text.startswith("De acuerdo, no hago ningún pedido")
+    assert chat.say("sí", KOBE).actions == []
+
+
+def test_a_conditional_si_is_not_a_confirmation() -> None:
+    chat = Conversation()
+    chat.say("Quiero comprar la zapatilla Kobe", KOBE)
+    conditional = chat.say("si tienen la 43 me la llevo", KOBE)
+    assert conditional.intent == "checkout_flow" and conditional.actions == []
+    assert "en talla 43" in conditional.reply_text
+
+
+def test_the_order_is_placed_once() -> None:
+    chat = Conversation()
+    chat.say("Quiero comprar la zapatilla Kobe", KOBE)
+    assert chat.say("sí, talla 43", KOBE).actions
+    assert chat.say("sí", KOBE).actions == []
+    assert chat.say("sí, confirmo", "faq-payment").actions == []
+
+
+def test_address_and_email_are_collected_and_travel_with_the_next_order() -> None:
+    chat = Conversation()
+    chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE)
+    chat.say("sí, la talla 43", KOBE)
+    address = chat.say("Calle Mayor 5, 3º B, 28013 Madrid", "faq-shipping")
+    assert address.intent == "shipping_details"
+    assert address.reply_text == "¿Y a qué correo te enviamos la confirmación?"
+    email = chat.say("ana.garcia+kobe@gmail.com", "faq-shipping")
+    assert email.intent == "shipping_details"
+    assert email.reply_text == (
+        "Perfecto: enviaremos el pedido a Calle Mayor 5, 3º B, 28013 Madrid y te escribiremos "
+        "a ana.garcia+kobe@gmail.com."
+    )
+    assert {"address", "email", "size", "product"} <= chat.entities.keys()
+    chat.say("quiero comprar las Pegasus", PEGASUS)
+    order = chat.say("sí, en la 42", PEGASUS)
+    params = _params(order)
+    assert params["create_order"]["shippingAddress"] == "Calle Mayor 5, 3º B, 28013 Madrid"
+    assert params["payment_link"]["email"] == "ana.garcia+kobe@gmail.com"
+    assert "¿A qué dirección" not in order.reply_text
+
+
+# --- case C: a missing order -> ticket + handoff with the context -------------------------
+
+
+def test_case_c_in_spanish_with_the_order_number() -> None:
+    chat = Conversation()
+    text = "No me ha llegado el pedido 12345 y ya han pasado dos semanas"
+    generation = chat.say(text, "faq-shipping")
+    assert generation.intent == "order_support"
+    assert [a.type for a in generation.actions] == ["create_ticket", "handoff_human"]
+    params = _params(generation)
+    assert params["create_ticket"] == {
+        "reason": "order_support",
+        "orderId": "12345",
+        "summary": text,
+        "customerText": text,
+        "language": "es",
+    }
+    assert params["handoff_human"] == {
+        "reason": "order_support",
+        "orderId": "12345",
+        "summary": text,
+    }
+    assert "pedido 12345" in generation.reply_text
+    assert "no tendrás que repetir nada" in generation.reply_text
+
+
+def test_case_c_in_english_with_the_order_number() -> None:
+    generation = Conversation().say("My order #12345 never arrived", "faq-shipping")
+    assert generation.intent == "order_support"
+    assert _params(generation)["create_ticket"]["orderId"] == "12345"
+    assert _params(generation)["create_ticket"]["language"] == "en"
+    assert generation.reply_text.startswith("I'm sorry about order 12345.")
+
+
+def test_case_c_asks_for_the_order_number_first() -> None:
+    chat = Conversation()
+    asked = chat.say("Mi pedido no llegó", "faq-shipping")
+    assert asked.intent == "order_support"
+    assert asked.actions == []
+    assert "número de pedido" in asked.reply_text
+    escalated = chat.say("es el 12345", "faq-shipping")
+    assert escalated.intent == "order_support"
+    params = _params(escalated)
+    assert params["create_ticket"]["orderId"] == "12345"
+    assert params["create_ticket"]["customerText"] == "Mi pedido no llegó\nes el 12345"
+    assert params["handoff_human"]["summary"] == "Mi pedido no llegó / es el 12345"
+
+
+def test_case_c_in_english_asks_for_the_order_number_first() -> None:
+    chat = Conversation()
+    asked = chat.say("My order never arrived", "faq-shipping")
+    assert asked.actions == []
+    assert "order number" in asked.reply_text
+    escalated = chat.say("It's A-1002", "faq-shipping")
+    assert _params(escalated)["handoff_human"]["orderId"] == "A-1002"
+
+
+def test_the_session_summary_is_the_ticket_summary_when_there_is_one() -> None:
+    chat = Conversation()
+    chat.session.short_context.summary = "Cliente con pedido 12345 retrasado; pidió seguimiento."
+    generation = chat.say("mi pedido 12345 no ha llegado", "faq-shipping")
+    assert _params(generation)["create_ticket"]["summary"] == chat.session.short_context.summary
+
+
+def test_a_question_while_the_order_number_is_pending_is_answered() -> None:
+    chat = Conversation()
+    chat.say("Mi pedido no llegó", "faq-shipping")
+    answer = chat.say("¿Hacen envíos a Canarias?", "faq-shipping")
+    assert answer.intent == "knowledge_answer"
+    assert answer.reply_text.startswith("Envíos:")
+
+
+def test_an_explicit_request_for_a_person_hands_over_directly() -> None:
+    spanish = Conversation().say("quiero hablar con una persona", "faq-shipping")
+    assert spanish.intent == "human_handoff"
+    assert [a.type for a in spanish.actions] == ["handoff_human"]
+    assert _params(spanish)["handoff_human"]["reason"] == "customer_request"
+    english = Conversation().say("I want to talk to a human")
+    assert english.intent == "human_handoff"
+    assert english.reply_text.startswith("Of course, I'm passing you to a person")
+
+
+def test_asking_for_a_person_mid_flow_carries_what_is_known() -> None:
+    chat = Conversation()
+    chat.say("My order #A-1002 never arrived", "faq-shipping")
+    handoff = chat.say("can I speak to a real person?")
+    assert handoff.intent == "human_handoff"
+    assert _params(handoff)["handoff_human"]["orderId"] == "A-1002"
+
+
+def test_a_tenant_without_a_handoff_intent_still_hands_over_when_allowed() -> None:
+    tenant = demo_tenant()
+    del tenant.intents[-1]  # human_handoff
+    generation = Conversation(tenant=tenant).say("pásame con un humano")
+    assert generation.intent == "human_handoff"
+    assert [a.type for a in generation.actions] == ["handoff_human"]
+    assert generation.reply_text.startswith("Te paso con una persona")
+    tenant.allowed_actions.remove("handoff_human")
+    assert Conversation(tenant=tenant).say("pásame con un humano").actions == []
+
+
+# --- languages -----------------------------------------------------------------------------
+
+
+def test_the_language_follows_the_customer_and_bare_answers_keep_it() -> None:
+    chat = Conversation()
+    chat.say("My order never arrived", "faq-shipping")
+    assert chat.entities["language"] == "en"
+    escalated = chat.say("12345", "faq-shipping")
+    assert escalated.reply_text.startswith("I'm sorry about order 12345.")
+
+
+def test_a_tenant_without_english_templates_answers_in_its_default_language() -> None:
+    tenant = demo_tenant()
+    for intent in tenant.intents:
+        intent.reply_templates.clear()
+    tenant.slot_prompts.clear()
+    generation = Conversation(tenant=tenant).say("Hi, I left the Kobe sneakers in my cart", KOBE)
+    assert generation.intent == "checkout_flow"
+    assert generation.reply_text.startswith("¡Genial!")
+    asked = Conversation(tenant=tenant).say("My order never arrived", "faq-shipping")
+    assert asked.reply_text.startswith("¿Me das el número de pedido?")
+
+
+def test_the_same_prompt_always_gets_the_same_generation() -> None:
+    chat = Conversation()
+    chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE)
+    chat.say("sí, la talla 43", KOBE)
+    for prompt in chat.prompts:
+        assert RESPONDER.generate(prompt) == RESPONDER.generate(prompt)
