@@ -1,16 +1,22 @@
-"""One turn of the conversation, DESIGN section 5 (this increment: steps 1, 4-7, 9-10).
+"""One turn of the conversation, DESIGN section 5.
 
-Context, tenant configuration and retrieval are fetched concurrently; the prompt carries the
-tenant ADN, safety policy, retrieved documents, summary and recent turns; the model's actions
-are kept only when the tenant allows their type; the user and agent turns (and the actions'
-outbox rows) are committed in one call to the context service.
+1 validation; 2 the correlation id claimed once (a repeat gets the first response); 3 the
+session's lease; 4-5 context, tenant configuration and retrieval fetched concurrently (retrieval
+down: the turn goes on without documents, flagged degraded); 6-7 the prompt and the model; 8
+the actions validated; 9 the user and agent turns, actions and outbox rows committed in one call
+under the lease's fencing token; 10 the answer, stored for replays.
+
+Turn and action ids are derived from the tenant, session and correlation id, so a retry after a
+crash between the commit and the stored response finds its turn already committed
+(ALREADY_EXISTS) and answers from it: one consistent result, no second set of actions.
 """
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
@@ -22,6 +28,8 @@ from metaagent.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError, failed_precondition
+from services.orchestrator.guard import TurnGuard
+from services.orchestrator.metrics import DEGRADED_TURNS
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.validation import validate_process_request
 
@@ -34,6 +42,7 @@ class PreparedTurn:
     hits: list[retrieval_pb.SearchHit]
     prompt: llm_pb.Prompt
     started: float
+    degraded_dependencies: list[str] = dataclasses.field(default_factory=list)
 
 
 def build_prompt(
@@ -61,36 +70,70 @@ def build_prompt(
     )
 
 
+log = logging.getLogger(__name__)
+ID_NAMESPACE = uuid.UUID("5b4c7f8e-2f0a-4c55-9d3b-6a1f0e8c2d71")
+
+
+def turn_id(call: correlation.CallContext, session_id: str, part: str) -> str:
+    """A stable id for one part of the turn of `call` (the user turn, the reply, an action)."""
+    name = f"{call.tenant_id}/{session_id}/{call.correlation_id}/{part}"
+    return str(uuid.uuid5(ID_NAMESPACE, name))
+
+
 class TurnProcessor:
     def __init__(self, clients: MeshClients, settings: OrchestratorSettings) -> None:
         self._clients = clients
         self._settings = settings
+        self._guard = TurnGuard(clients, settings.turn_lease_seconds, settings.lock_wait_seconds)
 
     async def process(self, request: pb.ProcessRequest) -> pb.ProcessResponse:
         validate_process_request(request, self._settings.max_text_chars)
         with correlation.bound(self._call_for(request)):
-            turn = await self._prepare(request)
-            reply = await self._clients.llm.Generate(llm_pb.GenerateRequest(prompt=turn.prompt))
-            return await self._finish(turn, reply.generation)
+            claim = await self._guard.claim(request)
+            if isinstance(claim, pb.ProcessResponse):
+                return claim
+            try:
+                async with self._guard.session_lock(request.session_id) as fencing:
+                    turn = await self._prepare(request)
+                    reply = await self._clients.llm.Generate(
+                        llm_pb.GenerateRequest(prompt=turn.prompt)
+                    )
+                    response = await self._finish(turn, reply.generation, fencing)
+                await self._guard.complete(claim, response)
+            except BaseException:
+                await self._guard.abandon(claim)
+                raise
+            return response
 
     async def process_stream(
         self, request: pb.ProcessRequest
     ) -> AsyncIterator[pb.ProcessStreamResponse]:
         validate_process_request(request, self._settings.max_text_chars)
         with correlation.bound(self._call_for(request)):
-            turn = await self._prepare(request)
-            generation: llm_pb.Generation | None = None
-            stream = self._clients.llm.GenerateStream(
-                llm_pb.GenerateStreamRequest(prompt=turn.prompt)
-            )
-            async for event in stream:
-                if event.HasField("final"):
-                    generation = event.final
-                else:
-                    yield pb.ProcessStreamResponse(delta=event.delta)
-            if generation is None:
-                raise RuntimeError("the LLM stream ended without a final generation")
-            yield pb.ProcessStreamResponse(final=await self._finish(turn, generation))
+            claim = await self._guard.claim(request)
+            if isinstance(claim, pb.ProcessResponse):
+                yield pb.ProcessStreamResponse(final=claim)
+                return
+            try:
+                async with self._guard.session_lock(request.session_id) as fencing:
+                    turn = await self._prepare(request)
+                    generation: llm_pb.Generation | None = None
+                    stream = self._clients.llm.GenerateStream(
+                        llm_pb.GenerateStreamRequest(prompt=turn.prompt)
+                    )
+                    async for event in stream:
+                        if event.HasField("final"):
+                            generation = event.final
+                        else:
+                            yield pb.ProcessStreamResponse(delta=event.delta)
+                    if generation is None:
+                        raise RuntimeError("the LLM stream ended without a final generation")
+                    response = await self._finish(turn, generation, fencing)
+                await self._guard.complete(claim, response)
+            except BaseException:
+                await self._guard.abandon(claim)
+                raise
+            yield pb.ProcessStreamResponse(final=response)
 
     @staticmethod
     def _call_for(request: pb.ProcessRequest) -> correlation.CallContext:
@@ -108,51 +151,63 @@ class TurnProcessor:
                 )
             ),
             context.GetTenant(context_pb.GetTenantRequest()),
-            self._clients.retrieval.Search(
-                retrieval_pb.SearchRequest(
-                    query=request.input.text,
-                    top_k=self._settings.retrieval_top_k,
-                    include_global=True,
-                )
-            ),
         )
+        search = asyncio.ensure_future(self._search(request.input.text))
         try:
-            session_reply, tenant_reply, search_reply = await gathered
+            session_reply, tenant_reply = await gathered
         except grpc.aio.AioRpcError as error:
-            if MeshError.from_rpc_error(error).reason == "TENANT_NOT_FOUND":
+            search.cancel()
+            if MeshError.from_rpc_error(error).code == grpc.StatusCode.NOT_FOUND:
                 raise failed_precondition(
                     "this tenant is not configured", "TENANT_NOT_CONFIGURED"
                 ) from None
             raise
-        hits = list(search_reply.hits)
+        hits, degraded = await search
         prompt = build_prompt(tenant_reply.tenant, session_reply.context, hits, request.input.text)
         return PreparedTurn(
-            request, session_reply.context, tenant_reply.tenant, hits, prompt, started
+            request, session_reply.context, tenant_reply.tenant, hits, prompt, started, degraded
         )
 
+    async def _search(self, text: str) -> tuple[list[retrieval_pb.SearchHit], list[str]]:
+        """The tenant's closest documents; none (and "retrieval" degraded) when it is down."""
+        try:
+            found = await self._clients.retrieval.Search(
+                retrieval_pb.SearchRequest(
+                    query=text, top_k=self._settings.retrieval_top_k, include_global=True
+                )
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            ):
+                raise
+            log.warning("retrieval unavailable, answering without documents: %s", error.code())
+            DEGRADED_TURNS.labels("retrieval").inc()
+            return [], ["retrieval"]
+        return list(found.hits), []
+
     async def _finish(
-        self, turn: PreparedTurn, generation: llm_pb.Generation
+        self, turn: PreparedTurn, generation: llm_pb.Generation, fencing: int
     ) -> pb.ProcessResponse:
         call = correlation.current()
-        allowed = set(turn.tenant.allowed_actions)
-        actions = [
-            conversation_pb2.Action(
-                action_id=str(uuid.uuid4()),
-                type=action.type,
-                params=action.params,
-                status=conversation_pb2.ACTION_STATUS_PENDING,
-            )
-            for action in generation.actions
-            if action.type in allowed
-        ]
+        session_id = turn.request.session_id
+        actions = self._actions(turn, generation.actions)
+        for n, action in enumerate(actions):
+            action.action_id = turn_id(call, session_id, f"action/{n}")
+            action.status = conversation_pb2.ACTION_STATUS_PENDING
         latency_ms = int((time.perf_counter() - turn.started) * 1000)
         user_turn = conversation_pb2.ConversationTurn(
+            turn_id=turn_id(call, session_id, "user"),
             role=conversation_pb2.TURN_ROLE_USER,
             text=turn.request.input.text,
             correlation_id=call.correlation_id,
             metadata=conversation_pb2.TurnMetadata(channel=turn.request.channel),
         )
+        degraded = generation.degraded or bool(turn.degraded_dependencies)
         agent_turn = conversation_pb2.ConversationTurn(
+            turn_id=turn_id(call, session_id, "agent"),
             role=conversation_pb2.TURN_ROLE_AGENT,
             text=generation.reply_text,
             actions=actions,
@@ -165,27 +220,69 @@ class TurnProcessor:
                 intent=generation.intent,
                 confidence=generation.confidence,
                 model=generation.model,
-                degraded=generation.degraded,
+                degraded=degraded,
             ),
         )
         short = conversation_pb2.ShortContext(entities=turn.session.short_context.entities)
         short.last_intent = generation.intent
         short.entities.update(dict(generation.entities.items()))
-        committed = await self._clients.context.CommitTurn(
-            context_pb.CommitTurnRequest(
-                session_id=turn.request.session_id,
-                turns=[user_turn, agent_turn],
-                short_context=short,
+        try:
+            committed = await self._clients.context.CommitTurn(
+                context_pb.CommitTurnRequest(
+                    session_id=session_id,
+                    turns=[user_turn, agent_turn],
+                    short_context=short,
+                    fencing_token=fencing,
+                )
             )
-        )
-        stored_actions = committed.turns[-1].actions if committed.turns else actions
+            stored = committed.turns[-1] if committed.turns else agent_turn
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            stored = await self._committed(session_id, agent_turn.turn_id)
+        if generation.degraded:
+            DEGRADED_TURNS.labels("llm").inc()
+        dependencies = list(turn.degraded_dependencies)
+        if generation.degraded:
+            dependencies.append("llm")
         return pb.ProcessResponse(
-            response_text=generation.reply_text,
-            actions=stored_actions,
-            embeddings_used=len(turn.hits),
-            tokens_consumed=generation.usage.total_tokens,
-            degraded=generation.degraded,
-            intent=generation.intent,
-            confidence=generation.confidence,
+            response_text=stored.text,
+            actions=stored.actions,
+            embeddings_used=stored.metadata.embeddings_retrieved,
+            tokens_consumed=stored.metadata.tokens_used,
+            degraded=stored.metadata.degraded,
+            intent=stored.metadata.intent,
+            confidence=stored.metadata.confidence,
             correlation_id=call.correlation_id,
+            degraded_dependencies=dependencies if stored.metadata.degraded else [],
         )
+
+    def _actions(
+        self, turn: PreparedTurn, proposed: Sequence[conversation_pb2.Action]
+    ) -> list[conversation_pb2.Action]:
+        allowed = set(turn.tenant.allowed_actions)
+        kept = []
+        for action in proposed:
+            if action.type in allowed:
+                copy = conversation_pb2.Action()
+                copy.CopyFrom(action)
+                kept.append(copy)
+        return kept
+
+    async def _committed(
+        self, session_id: str, agent_turn_id: str
+    ) -> conversation_pb2.ConversationTurn:
+        """The reply an earlier attempt of this turn committed (found by its derived id)."""
+        token = ""
+        while True:
+            page = await self._clients.context.ListTurns(
+                context_pb.ListTurnsRequest(session_id=session_id, page_size=500, page_token=token)
+            )
+            for stored in page.turns:
+                if stored.turn_id == agent_turn_id:
+                    return stored
+            token = page.next_page_token
+            if not token:
+                raise failed_precondition(
+                    "this turn was committed but its reply cannot be found", "TURN_NOT_FOUND"
+                )

@@ -142,8 +142,9 @@ async def test_the_speech_service_may_ask_for_turns_but_the_llm_may_not(
     mesh: InProcessMesh,
 ) -> None:
     speech, llm = mesh.clients("speech"), mesh.clients("llm")
-    with _as():
+    with _as(correlation_id="corr-voice-1"):
         assert (await speech.orchestrator.Process(_request("s-voice"))).response_text
+    with _as(correlation_id="corr-voice-2"):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await llm.orchestrator.Process(_request("s-voice"))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -152,8 +153,9 @@ async def test_the_speech_service_may_ask_for_turns_but_the_llm_may_not(
 
 
 async def test_a_session_cannot_be_continued_as_another_user(gateway: MeshClients) -> None:
-    with _as():
+    with _as(correlation_id="corr-alice"):
         await gateway.orchestrator.Process(_request("s-owned", user_id="alice"))
+    with _as(correlation_id="corr-mallory"):
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await gateway.orchestrator.Process(_request("s-owned", user_id="mallory"))
         stored = await _session(gateway, "s-owned")
