@@ -31,7 +31,7 @@ def build_engine(settings: LlmSettings) -> LlmEngine:
         open_response_cache(settings.response_cache_url),
         OfflineResponder(settings.intent_threshold),
         EnginePolicy(
-            max_output_tokens=settings.max_output_tokens,
+            max_output_tokens=settings.reserved_output_tokens(),
             requests_per_minute=settings.requests_per_minute,
             cache_ttl_seconds=settings.response_cache_ttl_seconds,
             cache_faq=settings.cache_faq,

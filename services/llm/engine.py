@@ -10,6 +10,7 @@ offline responder answers, flagged `degraded`, and the degraded metric counts it
 deployment configured the offline responder is the engine itself (not degraded).
 """
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from services.llm import metrics
 from services.llm.breaker import BreakerBoard
 from services.llm.limits import Admission, TenantLimits
 from services.llm.offline import OfflineResponder
-from services.llm.prompting import build_messages
+from services.llm.prompting import build_messages, estimate_tokens
 from services.llm.providers import (
     ChatCompletion,
     ChatDelta,
@@ -63,6 +64,18 @@ def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(values)
     return result
+
+
+@dataclass
+class _Attempt:
+    """What one prompt has cost so far, for charging the budget however the call ends."""
+
+    estimate: int
+    model: str = ""
+
+    def estimate_for(self, answer: str) -> int:
+        """Tokens of a call whose API reported no usage (estimated like the prompt)."""
+        return self.estimate + estimate_tokens(answer)
 
 
 def faq_style(prompt: pb.Prompt) -> bool:
@@ -132,12 +145,18 @@ class LlmEngine:
             int(tenant.daily_token_budget),
             built.estimated_tokens + self._policy.max_output_tokens,
         )
+        attempt = _Attempt(estimate=built.estimated_tokens)
         try:
-            async for event in self._answer(prompt, built.messages, admission, streaming):
+            async for event in self._answer(prompt, built.messages, admission, streaming, attempt):
                 yield event
         finally:
             if not admission.settled:
-                await self.limits.release(admission)
+                if attempt.model:
+                    # A model was asked and may have spent tokens (a cancelled stream, say):
+                    # charge the reservation rather than give it back.
+                    await self.limits.settle(admission, admission.reserved, model=attempt.model)
+                else:
+                    await self.limits.release(admission)
 
     async def _answer(
         self,
@@ -145,6 +164,7 @@ class LlmEngine:
         messages: list[ChatMessage],
         admission: Admission,
         streaming: bool,
+        attempt: "_Attempt",
     ) -> AsyncIterator[str | pb.Generation]:
         tenant_id = prompt.tenant.tenant_id
         key = prompt_key(prompt.SerializeToString(deterministic=True).hex())
@@ -157,12 +177,13 @@ class LlmEngine:
                 return
         request = ChatRequest(messages, GENERATION_SCHEMA)
         failure = "no_deployment_available"
+        streamed: list[str] = []
         for provider in self.providers:
             breaker = self.breakers.get(provider.name)
             if not breaker.allow():
                 metrics.REQUESTS.labels(provider.name, "skipped_open").inc()
                 continue
-            sent_deltas = False
+            attempt.model = provider.model  # a call in flight may spend tokens
             completion: ChatCompletion | None = None
             try:
                 if streaming:
@@ -171,7 +192,7 @@ class LlmEngine:
                         if isinstance(piece, ChatDelta):
                             text = streamer.feed(piece.text)
                             if text:
-                                sent_deltas = True
+                                streamed.append(text)
                                 yield text
                         else:
                             completion = piece
@@ -180,29 +201,49 @@ class LlmEngine:
                 if completion is None:
                     raise ProviderError("unavailable", "the stream ended without an answer")
             except ProviderError as error:
+                failure = error.kind
+                attempt.model = "" if not streamed else attempt.model
                 metrics.REQUESTS.labels(provider.name, error.kind).inc()
                 log.warning(
                     "deployment %s failed: %s (%s)", provider.name, error.kind, error.status
                 )
-                if error.kind != "bad_request":
+                if streamed:
                     breaker.record_failure()
-                failure = error.kind
-                if sent_deltas:
                     raise unavailable(
                         "the model failed mid-answer", reason="MODEL_FAILED"
                     ) from None
-                if error.kind == "bad_request":
+                if error.kind == "bad_request" and error.status != 404:
+                    breaker.record_success()  # the deployment works; this request does not
                     break
+                breaker.record_failure()
+                continue
+            except Exception:
+                attempt.model = "" if not streamed else attempt.model
+                log.exception("deployment %s failed unexpectedly", provider.name)
+                breaker.record_failure()
+                failure = "unavailable"
+                if streamed:
+                    raise unavailable(
+                        "the model failed mid-answer", reason="MODEL_FAILED"
+                    ) from None
                 continue
             breaker.record_success()
             metrics.REQUESTS.labels(provider.name, "ok").inc()
             model = completion.model or provider.model
-            used = self._account(model, completion)
+            attempt.model = model
+            used = self._account(model, completion) or attempt.estimate_for(completion.text)
             answer, repair_tokens = await self._parsed(provider, model, request, completion)
             await self.limits.settle(admission, used + repair_tokens, model=model)
+            reply = "".join(streamed)
+            if answer is None and reply:
+                metrics.DEGRADED.labels("malformed_output").inc()
+                yield pb.Generation(reply_text=reply, intent="unknown", model=model, degraded=True)
+                return
             if answer is None:
                 failure = "malformed_output"
                 break
+            if reply and answer.reply != reply:
+                answer = dataclasses.replace(answer, reply=reply)  # what the customer saw
             generation = self._generation(answer, completion, used + repair_tokens, model)
             if cacheable:
                 await self._cache.put(

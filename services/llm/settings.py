@@ -10,7 +10,7 @@ which order they are tried. GPT-5 deployments are reasoning models: they take
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from services.mesh.settings import MeshSettings
 
@@ -79,3 +79,19 @@ class LlmSettings(MeshSettings):
     """Answer first questions (no history) from the response cache when it has them."""
     breaker_failures: int = Field(5, ge=1, validation_alias="LLM_BREAKER_FAILURES")
     breaker_reset_seconds: float = Field(30.0, gt=0, validation_alias="LLM_BREAKER_RESET_SECONDS")
+
+    def reserved_output_tokens(self) -> int:
+        """The answer allowance of the most generous configured deployment."""
+        reasoning = (self.azure_endpoint and self.azure_reasoning) or (
+            self.openai_base_url and self.openai_reasoning
+        )
+        return self.reasoning_max_output_tokens if reasoning else self.max_output_tokens
+
+    @model_validator(mode="after")
+    def _room_for_a_prompt(self) -> "LlmSettings":
+        if self.context_tokens < self.reserved_output_tokens() + 1024:
+            raise ValueError(
+                "LLM_CONTEXT_TOKENS must exceed the output allowance "
+                f"({self.reserved_output_tokens()}) by at least 1024 tokens"
+            )
+        return self

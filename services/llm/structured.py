@@ -73,6 +73,10 @@ def _object(text: str, what: str) -> dict[str, Any]:
 def parse_answer(text: str) -> ParsedAnswer:
     """The answer in `text`, or MalformedOutput naming the first problem found."""
     answer = _object(_strip_fences(text), "the answer")
+    try:
+        json.dumps(answer, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedOutput("the answer holds an unpaired surrogate escape") from None
     reply = answer.get("reply")
     if not isinstance(reply, str) or not reply.strip():
         raise MalformedOutput("reply must be a non-empty string")
@@ -122,6 +126,16 @@ def repair_instruction(problem: str) -> str:
         f"Your previous answer was not valid: {problem}. Answer again with only the JSON "
         "object, with the keys reply, intent, confidence, actions and entities_json."
     )
+
+
+REPLACEMENT = "\ufffd"
+
+
+def _hex(digits: str) -> int | None:
+    try:
+        return int(digits, 16) if len(digits) == 4 else None
+    except ValueError:
+        return None
 
 
 ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -174,11 +188,16 @@ class ReplyStreamer:
         return "".join(out)
 
     def _unicode(self, buffer: str, i: int) -> tuple[str | None, int]:
-        unit = int(buffer[i + 2 : i + 6], 16)
+        """A `\\uXXXX` escape (a surrogate pair as one character); U+FFFD for a broken one."""
+        unit = _hex(buffer[i + 2 : i + 6])
+        if unit is None or 0xDC00 <= unit < 0xE000:
+            return REPLACEMENT, i + 6
         if 0xD800 <= unit < 0xDC00:
             if i + 12 > len(buffer):
                 return None, i
-            low = int(buffer[i + 8 : i + 12], 16)
+            low = _hex(buffer[i + 8 : i + 12]) if buffer[i + 6 : i + 8] == "\\u" else None
+            if low is None or not 0xDC00 <= low < 0xE000:
+                return REPLACEMENT, i + 6
             return chr(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)), i + 12
         return chr(unit), i + 6
 

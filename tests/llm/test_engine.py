@@ -280,3 +280,81 @@ async def test_two_replicas_share_one_budget_in_redis(redis_url: str) -> None:
         assert await replicas[1].limits.usage(tenant) == {"gpt-5": 120}
     for engine in replicas:
         await engine.aclose()
+
+
+async def test_a_streamed_reply_that_needed_repair_keeps_the_text_the_customer_saw() -> None:
+    shown = {**ANSWER, "reply": "Primera respuesta", "actions": "oops"}
+    fixed = {**ANSWER, "reply": "Segunda"}
+    engine = _engine(ScriptedDeployment("p", [json.dumps(shown), json.dumps(fixed)]))
+    *deltas, final = [e async for e in engine.generate_stream(_prompt())]
+    assert "".join(deltas) == "Primera respuesta" == final.reply_text  # type: ignore[union-attr]
+    assert final.intent == "product_inquiry"  # type: ignore[union-attr]
+
+    broken = _engine(ScriptedDeployment("p", [json.dumps(shown), "still broken"]))
+    *deltas, final = [e async for e in broken.generate_stream(_prompt())]
+    assert "".join(deltas) == final.reply_text and final.degraded  # type: ignore[union-attr]
+    assert list(final.actions) == []  # type: ignore[union-attr]
+
+
+async def test_an_unpaired_surrogate_is_malformed_output_not_an_internal_error() -> None:
+    lone = json.dumps(ANSWER).replace("Kobe", "Kobe \\ud83d")
+    generation = await _engine(ScriptedDeployment("p", [lone, json.dumps(ANSWER)])).generate(
+        _prompt()
+    )
+    assert generation.reply_text == ANSWER["reply"]
+    events = [
+        e async for e in _engine(ScriptedDeployment("p", [lone, lone])).generate_stream(_prompt())
+    ]
+    assert isinstance(events[-1], pb.Generation) and events[-1].degraded
+
+
+class ExplodingDeployment(ScriptedDeployment):
+    async def complete(self, request: ChatRequest) -> ChatCompletion:
+        raise RuntimeError("a bug in an adapter")
+
+
+async def test_unexpected_adapter_errors_and_missing_deployments_fail_over() -> None:
+    secondary = ScriptedDeployment("secondary", model="gpt-5-eu")
+    engine = _engine(ExplodingDeployment("broken"), secondary)
+    assert (await engine.generate(_prompt())).model == "gpt-5-eu"
+    missing = ProviderError("bad_request", "DeploymentNotFound", status=404)
+    engine = _engine(ScriptedDeployment("gone", [missing]), ScriptedDeployment("ok"))
+    assert not (await engine.generate(_prompt())).degraded
+
+
+async def test_a_request_refused_in_half_open_closes_the_breaker() -> None:
+    clock = [0.0]
+    deployment = ScriptedDeployment("p", [ProviderError("unavailable", "x")] * 2)
+    engine = _engine(deployment)
+    engine.breakers = BreakerBoard(failure_threshold=2, reset_timeout=5, clock=lambda: clock[0])
+    for _ in range(2):
+        await engine.generate(_prompt())
+    assert engine.breakers.get("p").state == "open"
+    clock[0] = 10.0
+    deployment.script = [ProviderError("bad_request", "content filter", status=400)]
+    await engine.generate(_prompt())
+    assert engine.breakers.get("p").state == "closed"
+
+
+async def test_a_cancelled_stream_and_a_missing_usage_are_still_charged() -> None:
+    engine = _engine(ScriptedDeployment("p"))
+    stream = engine.generate_stream(_prompt())
+    await anext(stream)
+    await stream.aclose()
+    charged = (await engine.limits.usage("acme"))["gpt-5"]
+    assert charged > 1000, "the reservation (prompt and answer allowance) is kept"
+
+    class NoUsage(ScriptedDeployment):
+        async def complete(self, request: ChatRequest) -> ChatCompletion:
+            return ChatCompletion(self._next(request), ChatUsage(), "local-model", "stop")
+
+    quiet = _engine(NoUsage("local"))
+    await quiet.generate(_prompt())
+    assert (await quiet.limits.usage("acme"))["local-model"] > 0
+
+
+def test_a_context_smaller_than_the_answer_allowance_is_refused_at_start() -> None:
+    from services.llm.settings import LlmSettings
+
+    with pytest.raises(ValueError, match="LLM_CONTEXT_TOKENS"):
+        LlmSettings(context_tokens=1024, max_output_tokens=1000)  # type: ignore[call-arg]

@@ -37,7 +37,7 @@ def test_messages_follow_the_seeds_order() -> None:
     roles = [m.role for m in built.messages]
     assert roles == [
         "system",
-        "system",
+        "user",
         "user",
         "assistant",
         "user",
