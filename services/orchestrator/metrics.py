@@ -7,3 +7,8 @@ DEGRADED_TURNS = Counter(
     "Turns answered in degraded mode, by the dependency that was down.",
     ["dependency"],
 )
+DROPPED_ACTIONS = Counter(
+    "meta_agent_dropped_actions_total",
+    "Proposed actions dropped before publication, by reason.",
+    ["reason"],
+)

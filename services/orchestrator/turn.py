@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+from google.protobuf import struct_pb2
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.llm.v1 import llm_service_pb2 as llm_pb
@@ -28,8 +29,10 @@ from metaagent.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError, failed_precondition
+from services.orchestrator.actions import ConfirmationState, validate_actions
+from services.orchestrator.actions.validation import AWAITING
 from services.orchestrator.guard import TurnGuard
-from services.orchestrator.metrics import DEGRADED_TURNS
+from services.orchestrator.metrics import DEGRADED_TURNS, DROPPED_ACTIONS
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.validation import validate_process_request
 
@@ -193,7 +196,7 @@ class TurnProcessor:
     ) -> pb.ProcessResponse:
         call = correlation.current()
         session_id = turn.request.session_id
-        actions = self._actions(turn, generation.actions)
+        actions = await self._validated(turn, generation.actions)
         for n, action in enumerate(actions):
             action.action_id = turn_id(call, session_id, f"action/{n}")
             action.status = conversation_pb2.ACTION_STATUS_PENDING
@@ -226,6 +229,8 @@ class TurnProcessor:
         short = conversation_pb2.ShortContext(entities=turn.session.short_context.entities)
         short.last_intent = generation.intent
         short.entities.update(dict(generation.entities.items()))
+        if AWAITING not in generation.entities:
+            short.entities[AWAITING] = ""  # a question of an earlier turn is not pending now
         try:
             committed = await self._clients.context.CommitTurn(
                 context_pb.CommitTurnRequest(
@@ -257,17 +262,36 @@ class TurnProcessor:
             degraded_dependencies=dependencies if stored.metadata.degraded else [],
         )
 
-    def _actions(
+    async def _validated(
         self, turn: PreparedTurn, proposed: Sequence[conversation_pb2.Action]
     ) -> list[conversation_pb2.Action]:
-        allowed = set(turn.tenant.allowed_actions)
-        kept = []
-        for action in proposed:
-            if action.type in allowed:
-                copy = conversation_pb2.Action()
-                copy.CopyFrom(action)
-                kept.append(copy)
-        return kept
+        """The proposed actions the registry, the tenant and the confirmation rule allow; each
+        dropped one is audited (type and reason, never the customer's words) and counted."""
+        confirmation = ConfirmationState.from_session(
+            turn.session, turn.tenant, turn.request.input.text
+        )
+        result = validate_actions(proposed, turn.tenant, confirmation)
+        for dropped in result.dropped:
+            DROPPED_ACTIONS.labels(dropped.reason).inc()
+            payload = struct_pb2.Struct()
+            payload.update(dropped.audit())
+            try:
+                await self._clients.context.AppendAudit(
+                    context_pb.AppendAuditRequest(
+                        action="action_dropped",
+                        payload=payload,
+                        session_id=turn.request.session_id,
+                    )
+                )
+            except grpc.aio.AioRpcError as error:
+                log.warning("could not audit a dropped action: %s", error.code())
+        return [self._copy(action) for action in result.actions]
+
+    @staticmethod
+    def _copy(action: conversation_pb2.Action) -> conversation_pb2.Action:
+        copy = conversation_pb2.Action()
+        copy.CopyFrom(action)
+        return copy
 
     async def _committed(
         self, session_id: str, agent_turn_id: str
