@@ -1,6 +1,6 @@
 """Orchestrator settings."""
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from services.mesh.settings import MeshSettings
 
@@ -14,3 +14,16 @@ class OrchestratorSettings(MeshSettings):
     """How long a turn's idempotency claim and session lease hold if the process dies."""
     lock_wait_seconds: float = Field(10.0, ge=0, validation_alias="ORCHESTRATOR_LOCK_WAIT_SECONDS")
     """How long a turn waits for the session's previous turn before ABORTED."""
+    azure_service_bus_connection_string: SecretStr | None = Field(
+        None, validation_alias="AZURE_SERVICE_BUS_CONNECTION_STRING"
+    )
+    """The action bus; none = the in-process bus of the embedded profile."""
+    service_bus_topic_actions: str = Field(
+        "meta-agent-actions", validation_alias="SERVICE_BUS_TOPIC_ACTIONS"
+    )
+    outbox_max_attempts: int = Field(20, ge=1, validation_alias="OUTBOX_MAX_ATTEMPTS")
+    """Publish attempts before an action is dead-lettered (status failed)."""
+    outbox_batch_size: int = Field(100, ge=1, le=500, validation_alias="OUTBOX_BATCH_SIZE")
+    outbox_poll_seconds: float = Field(1.0, ge=0, validation_alias="OUTBOX_POLL_SECONDS")
+    run_relay: bool = Field(True, validation_alias="ORCHESTRATOR_RUN_RELAY")
+    """Run the outbox relay in this process (one replica should; see README: Actions)."""

@@ -143,3 +143,16 @@ async def test_with_retrieval_down_the_turn_is_answered_without_documents(
     reply = await _turn(gateway, "s-noret", "¿Cuánto tarda el envío?", "corr-noret")
     assert reply.degraded and list(reply.degraded_dependencies) == ["retrieval"]
     assert reply.embeddings_used == 0 and reply.response_text
+
+
+async def test_committed_actions_are_published_and_shown_as_sent(gateway: MeshClients) -> None:
+    await _turn(gateway, "s-sent", BUY, "corr-sent-1")
+    reply = await _turn(gateway, "s-sent", CONFIRM, "corr-sent-2")
+    assert [a.status for a in reply.actions] == [conversation_pb2.ACTION_STATUS_PENDING] * 2
+    for _ in range(100):
+        agent = (await _transcript(gateway, "s-sent"))[-1]
+        if all(a.status == conversation_pb2.ACTION_STATUS_SENT for a in agent.actions):
+            break
+        await asyncio.sleep(0.05)
+    assert [a.type for a in agent.actions] == ["create_order", "payment_link"]
+    assert all(a.status == conversation_pb2.ACTION_STATUS_SENT for a in agent.actions)
