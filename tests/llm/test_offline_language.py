@@ -4,6 +4,7 @@ import pytest
 
 from services.llm.offline.language import (
     detect_language,
+    does_not_have,
     is_confirmation,
     is_refusal,
     primary,
@@ -104,12 +105,64 @@ def test_not_confirmations(text: str) -> None:
     assert not is_confirmation(text)
 
 
-def test_refusals() -> None:
-    assert is_refusal("no, todavía no")
-    assert is_refusal("not now")
-    assert is_refusal("cancela")
-    assert not is_refusal("sí")
-    assert not is_refusal("talla 43")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no",
+        "no gracias",
+        "No, gracias.",
+        "mejor no",
+        "no, déjalo",
+        "no, todavía no",
+        "not now",
+        "not yet, thanks",
+        "cancela",
+        "cancela el pedido",
+        "sí claro, pero no ahora",
+        "no thanks",
+        "I don\u2019t want it",
+    ],
+)
+def test_refusals(text: str) -> None:
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sí",
+        "talla 43",
+        "mi pedido anterior 12345 no llegó",  # a "no" inside another matter
+        "no me ha llegado el pedido",
+        "no, mejor talla 44",
+        "no, ¿cuánto cuesta?",
+        "no lo tengo a mano",
+        "",
+    ],
+)
+def test_not_refusals(text: str) -> None:
+    assert not is_refusal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "no lo tengo a mano",
+        "no sé cuál es",
+        "no me acuerdo",
+        "no tengo el número",
+        "ni idea",
+        "I don't have it",
+        "I can\u2019t find it",
+    ],
+)
+def test_the_customer_does_not_have_what_was_asked(text: str) -> None:
+    assert does_not_have(text)
+
+
+@pytest.mark.parametrize("text", ["no me ha llegado", "sí", "12345", "no quiero", ""])
+def test_not_a_missing_answer(text: str) -> None:
+    assert not does_not_have(text)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,13 @@ def test_placeholders_are_filled_and_numbers_written_as_people_write_them() -> N
     assert display("43") == "43"
 
 
+def test_totals_are_shown_in_full() -> None:
+    """A total shown is the amount charged: never cut to six significant digits."""
+    assert display(197999.01) == "197999.01"
+    assert display(1234567.5) == "1234567.5"
+    assert display(59.9) == "59.9"
+
+
 def test_a_missing_placeholder_outside_sections_leaves_nothing_to_send() -> None:
     assert fill("{product} cuesta {price}", {"product": "Kobe 6"}) is None
 

@@ -8,6 +8,7 @@ generation's entities are merged into the session's as the orchestrator merges t
 """
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
@@ -56,7 +57,9 @@ class Conversation:
                     text=generation.reply_text,
                     actions=generation.actions,
                     metadata=conversation_pb2.TurnMetadata(
-                        intent=generation.intent, confidence=generation.confidence
+                        intent=generation.intent,
+                        confidence=generation.confidence,
+                        model=generation.model,
                     ),
                 ),
             ]
@@ -65,12 +68,32 @@ class Conversation:
         self.session.short_context.entities.update(dict(generation.entities.items()))
         return generation
 
+    def model_turn(
+        self, text: str, reply: str, intent: str, entities: dict[str, Any], model: str = "gpt-5"
+    ) -> None:
+        """A turn a language model answered: its entities (the contract's entities_json, e.g.
+        the product as a name) merged over the session's, as the orchestrator merges them."""
+        self.session.recent_turns.extend(
+            [
+                conversation_pb2.ConversationTurn(role=conversation_pb2.TURN_ROLE_USER, text=text),
+                conversation_pb2.ConversationTurn(
+                    role=conversation_pb2.TURN_ROLE_AGENT,
+                    text=reply,
+                    metadata=conversation_pb2.TurnMetadata(
+                        intent=intent, confidence=0.9, model=model
+                    ),
+                ),
+            ]
+        )
+        self.session.short_context.last_intent = intent
+        self.session.short_context.entities.update(entities)
+
     @property
-    def entities(self) -> dict:
+    def entities(self) -> dict[str, Any]:
         return json_format.MessageToDict(self.session.short_context.entities)
 
 
-def _params(generation: pb.Generation) -> dict[str, dict]:
+def _params(generation: pb.Generation) -> dict[str, dict[str, Any]]:
     return {a.type: json_format.MessageToDict(a.params) for a in generation.actions}
 
 
@@ -122,15 +145,23 @@ def test_case_a_in_english_orders_within_two_customer_turns() -> None:
 
 
 def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
+    """The checkout showed the price of one pair: a yes for two gets the total to confirm
+    first (379.98 is charged only once the customer has seen it)."""
     chat = Conversation()
     chat.say("Quiero comprar la zapatilla Kobe, la dejé en el carrito.", KOBE)
     second = chat.say("quiero comprarla en talla 43, dos pares", KOBE)
-    assert second.intent == "confirm_purchase"
-    params = _params(second)
+    assert second.intent == "checkout_flow" and second.actions == []
+    assert second.reply_text == (
+        "Te preparo 2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379.98 EUR. "
+        "¿Confirmas el pedido?"
+    )
+    third = chat.say("sí", KOBE)
+    assert third.intent == "confirm_purchase"
+    params = _params(third)
     assert (params["create_order"]["quantity"], params["create_order"]["size"]) == (2, "43")
     assert params["payment_link"]["amount"] == 379.98
     assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379.98 EUR" in (
-        second.reply_text
+        third.reply_text
     )
 
 
@@ -184,7 +215,7 @@ def test_more_units_than_in_stock_are_asked_again_and_the_new_quantity_reconfirm
     chat = Conversation()
     chat.say("quiero comprar las kobe", KOBE)
     too_many = chat.say("sí, 9 pares en la 43", KOBE)
-    assert too_many.intent == "confirm_purchase" and too_many.actions == []
+    assert too_many.intent == "checkout_flow" and too_many.actions == []
     assert "nos quedan 7" in too_many.reply_text
     reconfirm = chat.say("vale, 7", KOBE)
     assert reconfirm.intent == "checkout_flow" and reconfirm.actions == []
@@ -219,7 +250,9 @@ def test_apparel_sizes_and_a_sold_out_product() -> None:
     assert sold_out.reply_text.startswith("Lo siento, Mochila urbana 20 L está agotado")
     assert sold_out.actions == []
     chat.say("quiero comprar la camiseta técnica", SHIRT, KOBE)
-    done = chat.say("sí, talla L, 2 unidades", SHIRT)
+    summary = chat.say("sí, talla L, 2 unidades", SHIRT)
+    assert summary.actions == [] and "por 59.9 EUR" in summary.reply_text
+    done = chat.say("sí", SHIRT)
     params = _params(done)
     assert (params["create_order"]["productId"], params["create_order"]["size"]) == (SHIRT, "L")
     assert params["payment_link"]["amount"] == 59.9
@@ -264,8 +297,12 @@ def test_address_and_email_are_collected_and_travel_with_the_next_order() -> Non
         "a ana.garcia+kobe@gmail.com."
     )
     assert {"address", "email", "size", "product"} <= chat.entities.keys()
-    chat.say("quiero comprar las Pegasus", PEGASUS)
-    order = chat.say("sí, en la 42", PEGASUS)
+    offer = chat.say("quiero comprar las Pegasus", PEGASUS)
+    assert "en talla 43" in offer.reply_text  # the size of the last order
+    summary = chat.say("sí, en la 42", PEGASUS)  # another size: seen before it is ordered
+    assert summary.actions == [] and "Pegasus 41 en talla 42 por 139.99 EUR" in (summary.reply_text)
+    order = chat.say("sí", PEGASUS)
+    assert _params(order)["create_order"]["size"] == "42"
     params = _params(order)
     assert params["create_order"]["shippingAddress"] == "Calle Mayor 5, 3º B, 28013 Madrid"
     assert params["payment_link"]["email"] == "ana.garcia+kobe@gmail.com"
@@ -402,3 +439,204 @@ def test_the_same_prompt_always_gets_the_same_generation() -> None:
     chat.say("sí, la talla 43", KOBE)
     for prompt in chat.prompts:
         assert RESPONDER.generate(prompt) == RESPONDER.generate(prompt)
+
+
+# --- degraded turns after a language model's turn ----------------------------------------------
+
+KOBE_FIELDS = json_format.MessageToDict(DOCUMENTS[KOBE].metadata.fields)
+
+
+def _after_a_model_checkout(product: object, reply: str = "") -> Conversation:
+    chat = Conversation()
+    chat.model_turn(
+        "Hola, dejé unas Kobe en el carrito",
+        reply or "¡Genial! La Kobe 6 cuesta 189,99 EUR. ¿Confirmas el pedido y me dices tu talla?",
+        "checkout_flow",
+        {"product": product, "language": "es"},
+    )
+    return chat
+
+
+def test_a_degraded_yes_after_a_model_turn_orders_the_product_the_model_talked_about() -> None:
+    """The model's contract remembers the product as a name; retrieval for "sí, la 43" ranks
+    the Pegasus first. The Kobe (matched by name) is summarised, never the Pegasus ordered."""
+    chat = _after_a_model_checkout("Zapatilla Kobe 6 Protro")
+    summary = chat.say("sí, la 43", PEGASUS, KOBE)
+    assert summary.intent == "checkout_flow" and summary.actions == []
+    assert summary.reply_text == (
+        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189.99 EUR. "
+        "¿Confirmas el pedido?"
+    )
+    assert chat.entities["product"]["id"] == KOBE  # the name is now the catalogue entry
+    done = chat.say("sí", PEGASUS)
+    assert _params(done)["create_order"]["productId"] == KOBE
+    assert _params(done)["payment_link"]["amount"] == 189.99
+
+
+def test_a_degraded_turn_never_orders_a_retrieved_product_it_did_not_show() -> None:
+    # the remembered name matches nothing retrieved: ask which product, order nothing
+    chat = _after_a_model_checkout("Zapatilla Kobe 6 Protro")
+    for text in ("sí, la 43", "43", "sí"):
+        generation = chat.say(text, PEGASUS)
+        assert generation.actions == [], text
+        assert "Pegasus" not in generation.reply_text
+    assert generation.reply_text == "¿Qué producto te interesa? Dime el nombre o el modelo."
+
+
+def test_a_yes_to_a_model_turn_that_asked_something_else_orders_nothing() -> None:
+    chat = Conversation()
+    chat.session.short_context.entities.update({"product": KOBE_FIELDS, "size": "43"})
+    chat.model_turn(
+        "quiero comprar las Kobe",
+        "Cuestan 189,99. ¿Quieres que te cuente la política de devoluciones?",
+        "checkout_flow",
+        {"product": KOBE_FIELDS},
+    )
+    answer = chat.say("sí", KOBE)
+    assert answer.actions == []
+    assert answer.intent == "checkout_flow" and "¿Confirmas el pedido?" in answer.reply_text
+    assert _params(chat.say("sí", KOBE))["create_order"]["productId"] == KOBE
+
+
+def test_an_awaiting_left_by_an_offline_turn_is_stale_after_a_model_turn() -> None:
+    """The model's entities are merged over ours: our "awaiting": "confirmation" survives its
+    turn, and must not turn a yes to the model's question into an order."""
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    chat.say("talla 43", KOBE)
+    assert chat.entities["awaiting"] == "confirmation"
+    chat.model_turn(
+        "¿y tenéis envío gratis?",
+        "Sí, a partir de 50 EUR. ¿Quieres que te avise de las ofertas?",
+        "product_inquiry",
+        {"language": "es"},
+    )
+    chat.model_turn(
+        "vale, vuelvo a la compra",
+        "Perfecto. ¿Te cuento cómo cuidar las zapatillas?",
+        "checkout_flow",
+        {},
+    )
+    assert chat.entities["awaiting"] == "confirmation"  # stale
+    answer = chat.say("sí", KOBE)
+    assert answer.actions == [] and answer.intent == "checkout_flow"
+
+
+# --- a yes that changes the deal, and amounts or sizes that cannot be ordered -----------------
+
+
+def test_a_yes_that_changes_the_quantity_shows_the_new_total_before_ordering() -> None:
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    summary = chat.say("talla 44, 2 pares", KOBE)
+    assert "2 \u00d7" in summary.reply_text and "379.98 EUR" in summary.reply_text
+    changed = chat.say("sí, pero mejor 5 pares", KOBE)
+    assert changed.intent == "checkout_flow" and changed.actions == []
+    assert changed.reply_text == (
+        "Te preparo 5 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 949.95 EUR. "
+        "¿Confirmas el pedido?"
+    )
+    done = chat.say("sí", KOBE)
+    assert _params(done)["create_order"]["quantity"] == 5
+    assert _params(done)["payment_link"]["amount"] == 949.95
+
+
+def test_a_yes_that_changes_the_size_shows_the_summary_again() -> None:
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    chat.say("talla 44", KOBE)
+    changed = chat.say("sí, pero en la 45", KOBE)
+    assert changed.intent == "checkout_flow" and changed.actions == []
+    assert "en talla 45 por 189.99 EUR" in changed.reply_text
+    assert _params(chat.say("sí", KOBE))["create_order"]["size"] == "45"
+
+
+def test_a_quantity_given_on_the_first_message_is_confirmed_with_its_total() -> None:
+    # the checkout reply shows the price of one pair; the yes gets the total of two first
+    chat = Conversation()
+    chat.say("quiero comprar 2 pares de las kobe", KOBE)
+    summary = chat.say("sí, la 43", KOBE)
+    assert summary.actions == [] and "2 \u00d7" in summary.reply_text
+    assert "379.98 EUR" in summary.reply_text
+    assert _params(chat.say("sí", KOBE))["payment_link"]["amount"] == 379.98
+
+
+def test_quantities_out_of_range_are_asked_again_never_ordered_as_one() -> None:
+    for text, value in (("sí, quiero 100 pares en la 43", 100), ("sí, en la 43, 0 pares", 0)):
+        chat = Conversation()
+        chat.say("quiero comprar las kobe", KOBE)
+        asked = chat.say(text, KOBE)
+        assert asked.actions == [], text
+        assert asked.reply_text.startswith(f"No puedo preparar {value} unidades"), text
+        assert chat.entities["awaiting"] == "quantity"
+        assert "quantity" not in chat.entities
+
+
+def test_half_sizes_are_read_as_halves_and_refused_when_not_in_the_list() -> None:
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    asked = chat.say("sí, talla 42 y medio", KOBE)
+    assert asked.actions == []
+    assert asked.reply_text == (
+        "No tenemos Zapatilla Kobe 6 Protro 'Grinch' en talla 42.5. Tallas disponibles: "
+        "38-46. ¿Cuál prefieres?"
+    )
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    assert chat.say("calzo un 42 1/2", KOBE).actions == []
+
+
+def test_a_bare_number_no_listed_size_can_be_is_asked_again() -> None:
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    asked = chat.say("sí, 2", KOBE)
+    assert asked.actions == []
+    assert asked.reply_text.startswith("No tenemos Zapatilla Kobe 6 Protro 'Grinch' en talla 2.")
+
+
+# --- case C: order numbers in context, no number at hand, and a no that is not a refusal -------
+
+
+def test_case_c_with_the_number_given_as_el_numero_es() -> None:
+    text = "Hola, hice un pedido hace dos semanas y no me ha llegado, el número es 12345"
+    generation = Conversation().say(text, "faq-shipping")
+    assert generation.intent == "order_support"
+    assert [a.type for a in generation.actions] == ["create_ticket", "handoff_human"]
+    assert _params(generation)["create_ticket"]["orderId"] == "12345"
+
+
+def test_case_c_in_english_with_its_12345() -> None:
+    generation = Conversation().say("where's my order? it's 12345", "faq-shipping")
+    assert generation.intent == "order_support"
+    assert _params(generation)["handoff_human"]["orderId"] == "12345"
+
+
+def test_case_c_without_the_order_number_at_hand_hands_over_with_what_is_known() -> None:
+    chat = Conversation()
+    asked = chat.say("mi paquete no ha llegado", "faq-shipping")
+    assert chat.entities["awaiting"] == "order_id" and asked.actions == []
+    handed = chat.say("no lo tengo a mano", "faq-shipping")
+    assert handed.intent == "order_support"
+    assert [a.type for a in handed.actions] == ["create_ticket", "handoff_human"]
+    params = _params(handed)
+    assert "orderId" not in params["create_ticket"]
+    assert params["create_ticket"]["customerText"] == "mi paquete no ha llegado\nno lo tengo a mano"
+    assert params["handoff_human"]["summary"] == "mi paquete no ha llegado / no lo tengo a mano"
+    assert handed.reply_text.startswith("Sin problema. He abierto una incidencia")
+    english = Conversation()
+    english.say("My order never arrived", "faq-shipping")
+    handed = english.say("I don't have it, sorry", "faq-shipping")
+    assert handed.intent == "order_support"
+    assert handed.reply_text.startswith("No problem. I've opened a ticket")
+
+
+def test_a_missing_order_after_a_checkout_is_not_a_refusal() -> None:
+    chat = Conversation()
+    chat.say("quiero comprar las kobe", KOBE)
+    generation = chat.say("mi pedido anterior 12345 no llegó", KOBE)
+    assert generation.intent == "order_support"
+    assert _params(generation)["create_ticket"]["orderId"] == "12345"
+    for refusal in ("no gracias", "mejor no", "no, déjalo"):
+        chat = Conversation()
+        chat.say("quiero comprar las kobe", KOBE)
+        assert chat.say(refusal, KOBE).intent == "declined", refusal

@@ -1,5 +1,7 @@
 """Slot extractors of the offline responder: one value each, awkward inputs, nothing -> None."""
 
+from typing import Any
+
 import pytest
 
 from services.llm.offline.slots import (
@@ -13,11 +15,12 @@ from services.llm.offline.slots import (
     extract_size,
     format_sizes,
     match_product,
+    resolve_product,
     size_fits,
     slot_issues,
 )
 
-KOBE = {
+KOBE: dict[str, Any] = {
     "id": "product-kobe-6-protro",
     "name": "Zapatilla Kobe 6 Protro 'Grinch'",
     "price": 189.99,
@@ -25,7 +28,7 @@ KOBE = {
     "stock": 7.0,
     "sizes": [38.0, 39.0, 40.0, 41.0, 42.0, 43.0, 44.0, 45.0, 46.0],
 }
-PEGASUS = {
+PEGASUS: dict[str, Any] = {
     "id": "product-pegasus-41",
     "name": "Zapatilla de running Pegasus 41",
     "price": 139.99,
@@ -33,7 +36,7 @@ PEGASUS = {
     "stock": 12.0,
     "sizes": [39.0, 40.0, 41.0, 42.0, 43.0, 44.0, 45.0],
 }
-SHIRT = {
+SHIRT: dict[str, Any] = {
     "id": "product-camiseta-tecnica",
     "name": "Camiseta técnica de entrenamiento",
     "price": 29.95,
@@ -41,7 +44,11 @@ SHIRT = {
     "stock": 40.0,
     "sizes": ["S", "M", "L", "XL", "XXL"],
 }
-BACKPACK = {"id": "product-mochila-urbana", "name": "Mochila urbana 20 L", "stock": 0.0}
+BACKPACK: dict[str, Any] = {
+    "id": "product-mochila-urbana",
+    "name": "Mochila urbana 20 L",
+    "stock": 0.0,
+}
 
 
 @pytest.mark.parametrize(
@@ -91,14 +98,34 @@ def test_quantity_in_digits_and_words_in_both_languages(text: str, expected: int
         "Calle Mayor 5, 28013 Madrid",
         "quiero un descuento",
         "un 10 % de descuento",
-        "quiero 150",
-        "quiero 0",
         "hola",
         "",
     ],
 )
 def test_numbers_that_are_not_quantities(text: str) -> None:
     assert extract_quantity(text, product_names=[KOBE["name"], PEGASUS["name"]]) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("quiero 150", 150), ("quiero 0", 0), ("quiero 100 pares", 100), ("cien pares", 100)],
+)
+def test_quantities_out_of_range_are_returned_for_validation_to_refuse(
+    text: str, expected: int
+) -> None:
+    """Never dropped (an order would default to 1): returned, refused by slot_issues, asked."""
+    assert extract_quantity(text) == expected
+    known = {"product": KOBE, "size": "43", "quantity": expected}
+    assert slot_issues(["product", "size", "quantity"], known) == [
+        Issue("quantity", "invalid", expected)
+    ]
+
+
+def test_a_yes_with_an_out_of_range_quantity_and_a_bare_size() -> None:
+    found = extract_all("sí, quiero 100 pares en la 43", expected={"size"}, products=[KOBE])
+    assert found == {"quantity": 100, "size": "43"}
+    found = extract_all("sí, en la 43, 0 pares", expected={"size"}, products=[KOBE])
+    assert found == {"quantity": 0, "size": "43"}
 
 
 def test_a_bare_number_is_a_quantity_only_when_asked_for() -> None:
@@ -133,6 +160,39 @@ def test_a_bare_number_is_a_quantity_only_when_asked_for() -> None:
 )
 def test_sizes_eu_with_halves_apparel_and_other_systems(text: str, expected: str) -> None:
     assert extract_size(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("calzo un 42 y medio", "42.5"),
+        ("talla 42 1/2", "42.5"),
+        ("talla 42 ½", "42.5"),
+        ("talla 42 y media", "42.5"),
+        ("size 9 and a half", "9.5"),
+        ("size 9 and a half US", "9.5 US"),
+        ("UK 8 1/2", "8.5 UK"),
+    ],
+)
+def test_half_sizes_in_words_and_fractions_are_never_truncated(text: str, expected: str) -> None:
+    assert extract_size(text) == expected
+    assert extract_quantity(text) is None  # the "1/2" is no quantity either
+
+
+def test_half_sizes_are_compared_with_the_product_list_like_any_size() -> None:
+    assert extract_size("la 42 y medio", expected=True) == "42.5"
+    assert not size_fits("42.5", KOBE["sizes"])  # the Kobe comes in whole sizes: asked again
+    assert size_fits("42.5", [42.0, 42.5, 43.0])
+    assert size_fits("9.5", KOBE["sizes"])  # like "10": a US size next to EU ones
+
+
+def test_a_size_in_another_system_fits_only_when_a_listed_size_can_be_it() -> None:
+    sizes = KOBE["sizes"]  # EU 38-46: US/UK 4 to 15
+    assert size_fits("10", sizes) and size_fits("10 US", sizes) and size_fits("8 UK", sizes)
+    assert size_fits("4", sizes) and size_fits("15 US", sizes)
+    assert not size_fits("2", sizes)  # "sí, 2" is no Kobe size
+    assert not size_fits("2 US", sizes) and not size_fits("18 UK", sizes)
+    assert size_fits("27 cm", sizes)  # another system: as given
 
 
 @pytest.mark.parametrize(
@@ -272,6 +332,39 @@ def test_no_order_id_without_a_cue(text: str) -> None:
     assert extract_order_id(text) is None
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Hola, hice un pedido hace dos semanas y no me ha llegado, el número es 12345", "12345"),
+        ("where's my order? it's 12345", "12345"),
+        ("my package hasn't arrived, the number is A-1002", "A-1002"),
+        ("mi pedido anterior 12345 no llegó", "12345"),
+        ("el pedido no llegó; número de seguimiento: AB12345678", "AB12345678"),
+    ],
+)
+def test_an_order_id_in_a_message_about_an_order(text: str, expected: str) -> None:
+    assert extract_all(text) == {"order_id": expected}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mi pedido no llegó, mi código postal es 28013",
+        "my order never came, my zip code is 90210",
+        "hice el pedido el 3 de marzo de 2024 y no llegó",
+        "pedido del 12/03/2024 no llegó",
+        "it's 12345",  # not about an order
+        "quiero comprar 2 pares, es el modelo 12345",
+    ],
+)
+def test_no_order_id_from_postcodes_dates_or_messages_not_about_an_order(text: str) -> None:
+    assert "order_id" not in extract_all(text)
+
+
+def test_an_intent_about_an_order_takes_a_cued_id() -> None:
+    assert extract_all("it's 12345", order_context=True) == {"order_id": "12345"}
+
+
 def test_a_bare_order_id_counts_when_the_agent_asked_for_it() -> None:
     assert extract_order_id("es el 12345", expected=True) == "12345"
     assert extract_order_id("It's A-1002", expected=True) == "A-1002"
@@ -300,6 +393,23 @@ def test_words_every_candidate_shares_name_nothing() -> None:
     assert match_product("quiero una zapatilla", [KOBE]) is None
     assert match_product("hola", [KOBE, PEGASUS, SHIRT]) is None
     assert match_product("kobe", []) is None
+
+
+def test_a_remembered_product_name_is_resolved_against_the_retrieved_catalogue() -> None:
+    catalogue = [PEGASUS, KOBE]
+    assert resolve_product(KOBE, []) is KOBE  # a catalogue entry is itself
+    assert resolve_product("Zapatilla Kobe 6 Protro", catalogue) == KOBE
+    assert resolve_product("zapatilla kobe 6 protro 'grinch'", catalogue) == KOBE
+    assert resolve_product("product-pegasus-41", catalogue) == PEGASUS
+    assert resolve_product({"name": "Pegasus 41"}, catalogue) == PEGASUS
+    assert resolve_product("Zapatilla Kobe 6 Protro", [PEGASUS]) is None  # not retrieved
+    assert resolve_product("Pegasus 40", catalogue) is None  # another model
+    reverse = {**KOBE, "id": "kobe-6-reverse", "name": "Zapatilla Kobe 6 Protro Reverse"}
+    assert resolve_product("Kobe 6", [KOBE, reverse]) is None  # ambiguous: ask
+    assert resolve_product("Zapatilla Kobe 6 Protro Reverse", [KOBE, reverse]) == reverse
+    assert resolve_product("zapatillas", catalogue) is None
+    assert resolve_product("", catalogue) is None
+    assert resolve_product(42, catalogue) is None
 
 
 def test_every_slot_of_one_message_without_stealing_numbers() -> None:

@@ -2,18 +2,26 @@
 actions. (Extractors, languages and whole conversations: tests/llm/test_slots.py and
 tests/llm/test_offline_*.py.)"""
 
-from google.protobuf import struct_pb2
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.llm.v1 import llm_service_pb2 as pb
 
 from services.context.demo import demo_tenant
 from services.llm.offline import OfflineResponder, similarity
 
-KOBE = {"id": "kobe-6", "name": "Kobe 6", "price": 189.99, "currency": "EUR", "stock": 7.0}
+KOBE: dict[str, Any] = {
+    "id": "kobe-6",
+    "name": "Kobe 6",
+    "price": 189.99,
+    "currency": "EUR",
+    "stock": 7.0,
+}
 RESPONDER = OfflineResponder(intent_threshold=0.34)
 
 
-def _struct(values: dict) -> struct_pb2.Struct:
+def _struct(values: dict[str, Any]) -> struct_pb2.Struct:
     result = struct_pb2.Struct()
     result.update(values)
     return result
@@ -24,7 +32,7 @@ def _prompt(
     *,
     product_doc: bool = True,
     last_intent: str = "",
-    entities=None,
+    entities: dict[str, Any] | None = None,
     tenant: tenant_pb2.TenantConfig | None = None,
 ) -> pb.Prompt:
     turns = []
@@ -64,12 +72,15 @@ def test_a_checkout_fills_the_template_and_remembers_the_product() -> None:
     assert "Kobe 6 cuesta 189.99 EUR y nos quedan 7 unidades" in generation.reply_text
     assert generation.actions == []
     assert generation.model == "offline"
-    assert generation.entities["product"]["id"] == "kobe-6"
+    assert json_format.MessageToDict(generation.entities)["product"]["id"] == "kobe-6"
 
 
 def test_a_confirmation_after_a_checkout_orders_the_remembered_product() -> None:
     prompt = _prompt(
-        "Sí, confirmo", product_doc=False, last_intent="checkout_flow", entities={"product": KOBE}
+        "Sí, confirmo",
+        product_doc=False,
+        last_intent="checkout_flow",
+        entities={"product": KOBE, "awaiting": "confirmation"},
     )
     generation = RESPONDER.generate(prompt)
     assert generation.intent == "confirm_purchase"
@@ -93,7 +104,10 @@ def test_a_checkout_of_a_product_without_sizes_does_not_ask_for_one() -> None:
 def test_a_confirmation_without_the_size_a_product_needs_asks_for_it() -> None:
     sized = {**KOBE, "sizes": [42.0, 43.0]}
     prompt = _prompt(
-        "Sí", product_doc=False, last_intent="checkout_flow", entities={"product": sized}
+        "Sí",
+        product_doc=False,
+        last_intent="checkout_flow",
+        entities={"product": sized, "awaiting": "confirmation"},
     )
     generation = RESPONDER.generate(prompt)
     assert generation.intent == "confirm_purchase"
@@ -136,3 +150,90 @@ def test_with_nothing_to_go_on_it_says_so_in_the_tenant_language() -> None:
     assert RESPONDER.generate(
         _prompt("xyzzy", product_doc=False, tenant=english)
     ).reply_text.startswith("I am not sure")
+
+
+def _confirm(product: dict[str, Any], text: str = "Sí, confirmo", **kwargs: Any) -> pb.Generation:
+    entities = {"product": product, "awaiting": "confirmation", **kwargs}
+    prompt = _prompt(text, product_doc=False, last_intent="checkout_flow", entities=entities)
+    return RESPONDER.generate(prompt)
+
+
+def test_a_yes_after_a_checkout_that_did_not_ask_to_confirm_orders_nothing() -> None:
+    # no "awaiting" (a language model's turn): the summary to confirm, never an order
+    prompt = _prompt(
+        "Sí", product_doc=False, last_intent="checkout_flow", entities={"product": KOBE}
+    )
+    generation = RESPONDER.generate(prompt)
+    assert generation.actions == []
+    assert generation.intent == "checkout_flow"
+    assert generation.reply_text.startswith("Te preparo 1 \u00d7 Kobe 6 por 189.99 EUR.")
+    assert generation.entities["awaiting"] == "confirmation"
+
+
+def test_amounts_are_decimals_from_the_catalogue_price_to_the_cent() -> None:
+    odd = {**KOBE, "price": 10.125, "stock": 50.0}
+    generation = _confirm(odd, "sí", quantity=3, confirming={"product": "kobe-6", "quantity": 3})
+    order, link = (json_format.MessageToDict(a.params) for a in generation.actions)
+    assert order["unitPrice"] == 10.13  # Decimal("10.125") to the cent, half up
+    assert link["amount"] == 30.39  # 10.13 x 3, not round(10.125 * 3, 2) == 30.38
+    assert "por 30.39 EUR" in generation.reply_text  # the total shown is the amount charged
+    big = {**KOBE, "price": 1999.99, "stock": 100.0}
+    generation = _confirm(big, "sí", quantity=99, confirming={"product": "kobe-6", "quantity": 99})
+    assert json_format.MessageToDict(generation.actions[1].params)["amount"] == 197999.01
+    assert "por 197999.01 EUR" in generation.reply_text
+
+
+def test_without_a_price_no_money_moves_and_a_person_takes_over() -> None:
+    for price in (None, "", "gratis", 0, -5.0):
+        unpriced = {k: v for k, v in KOBE.items() if k != "price"}
+        if price is not None:
+            unpriced["price"] = price
+        tenant = demo_tenant()
+        tenant.intents[1].reply_template = "Hecho: te envío el enlace de pago."  # no {total}
+        prompt = _prompt(
+            "Sí, confirmo",
+            product_doc=False,
+            last_intent="checkout_flow",
+            entities={"product": unpriced, "awaiting": "confirmation"},
+            tenant=tenant,
+        )
+        generation = RESPONDER.generate(prompt)
+        assert [a.type for a in generation.actions] == ["handoff_human"], price
+        assert generation.actions[0].params["reason"] == "price_unavailable"
+        assert generation.reply_text.startswith("Ahora mismo no tengo el precio de Kobe 6")
+        prompt.tenant.allowed_actions.remove("handoff_human")
+        generation = RESPONDER.generate(prompt)
+        assert generation.actions == [], price
+        assert "no puedo preparar el pedido" in generation.reply_text
+
+
+def test_a_confirmation_with_a_models_product_name_orders_only_a_retrieved_match() -> None:
+    pegasus = {**KOBE, "id": "pegasus-41", "name": "Pegasus 41", "price": 139.99}
+    documents = [
+        pb.RetrievedDocument(doc_id=p["id"], text=p["name"], score=0.4, fields=_struct(p))
+        for p in (pegasus, KOBE)
+    ]
+    prompt = _prompt(
+        "Sí, confirmo",
+        product_doc=False,
+        last_intent="checkout_flow",
+        entities={"product": "Kobe 6", "awaiting": "confirmation"},
+    )
+    prompt.documents.extend(documents)
+    generation = RESPONDER.generate(prompt)
+    assert generation.actions[0].params["productId"] == "kobe-6"  # matched by name
+    del prompt.documents[1]  # only the Pegasus retrieved: never ordered in its place
+    generation = RESPONDER.generate(prompt)
+    assert generation.actions == []
+    assert generation.reply_text.startswith("¿Qué producto te interesa?")
+
+
+def test_a_models_order_id_entity_is_known() -> None:
+    prompt = _prompt(
+        "quiero hablar con una persona",
+        product_doc=False,
+        last_intent="order_support",
+        entities={"orderId": "A-1002"},
+    )
+    generation = RESPONDER.generate(prompt)
+    assert generation.actions[0].params["orderId"] == "A-1002"

@@ -90,9 +90,42 @@ def is_confirmation(text: str) -> bool:
     )
 
 
+REFUSAL_WORDS = word_set(
+    """no nop nope nah not never nunca todavia aun ahora now yet today hoy momento de por el la
+    lo los las eso it that this them mejor better gracias thanks thank you cancel cancela
+    cancelar cancelalo cancelala anula anular anulalo anulala dejalo dejala dejemoslo olvidalo
+    olvidala forget mind nevermind ni hablar espera wait hold on si yes claro ok vale pues bueno
+    well pero but quizas maybe luego later otro dia day time rato ocasion vez pedido order compra
+    purchase quiero want i don't dont do me interesa interested prefiero esperar please porfa
+    favor siento sorry sure hagas hagan place make"""
+)
+"""The words a reply that is only a no may use ("no, gracias", "mejor no", "no, déjalo", "sí
+claro, pero no ahora", "not now, thanks"): no product, size, order number or question."""
+
+
 def is_refusal(text: str) -> bool:
-    """True for a no to the proposal on the table: "no", "todavía no", "not yet", "cancel"."""
-    return bool(NEGATION.search(fold_aligned(text).lower()))
+    """True for a reply that is primarily a no to the proposal on the table: "no", "no
+    gracias", "mejor no", "no, déjalo", "todavía no", "not yet", "cancel". A sentence that only
+    contains a "no" ("mi pedido anterior 12345 no llegó", "no, mejor talla 44") is not one."""
+    low = fold_aligned(text).lower().replace("\u2019", "'")
+    if not NEGATION.search(low) or "?" in low:
+        return False
+    words = re.findall(r"[a-z0-9']+", low)
+    return all(word in REFUSAL_WORDS or word.strip("'") in REFUSAL_WORDS for word in words)
+
+
+DOES_NOT_HAVE = re.compile(
+    r"\b(?:no (?:lo |la |los |las )?(?:tengo|encuentro|veo|se|sabria|recuerdo|guarde)|"
+    r"no me (?:acuerdo|lo se|la se)|ni idea|no tengo ni idea|lo (?:he )?perdido|lo borre|"
+    r"(?:don'?t|do not|can'?t|cannot|couldn'?t) (?:have|find|remember|recall|know|see)|"
+    r"no idea|(?:lost|deleted) (?:it|the email|the mail)|not sure what it is)\b"
+)
+
+
+def does_not_have(text: str) -> bool:
+    """True when the customer says they cannot give what was asked: "no lo tengo a mano", "no
+    sé cuál es", "no me acuerdo", "I don't have it", "I can't find it"."""
+    return bool(DOES_NOT_HAVE.search(fold_aligned(text).lower().replace("\u2019", "'")))
 
 
 HUMAN_ES = re.compile(

@@ -5,6 +5,7 @@ tenant has none, and the small template language they share (see tenant.proto, I
 
 import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from metaagent.common.v1 import tenant_pb2
@@ -97,6 +98,33 @@ DECLINED = {
     "es": "De acuerdo, no hago ningún pedido por ahora. ¿Te ayudo con algo más?",
     "en": "All right, I won't place any order for now. Can I help you with anything else?",
 }
+HANDOFF_WITHOUT_SLOT = {
+    "es": "Sin problema. He abierto una incidencia con lo que me has contado y te paso con una "
+    "persona del equipo, que podrá localizar tu pedido y ya tiene toda la conversación: no "
+    "tendrás que repetir nada.",
+    "en": "No problem. I've opened a ticket with what you've told me and I'm passing you to a "
+    "person on our team, who can look up your order and already has the whole conversation: "
+    "you won't need to repeat anything.",
+}
+"""The customer cannot give the order number: the ticket and the hand-over go ahead without it."""
+TICKET_WITHOUT_SLOT = {
+    "es": "Sin problema. He abierto una incidencia con lo que me has contado; el equipo "
+    "localizará tu pedido y te escribirá.",
+    "en": "No problem. I've opened a ticket with what you've told me; our team will look up "
+    "your order and get back to you.",
+}
+NO_PRICE = {
+    "es": "Ahora mismo no tengo el precio[ de {product}], así que no puedo preparar el pedido. "
+    "Te paso con una persona del equipo, que ya tiene toda la conversación.",
+    "en": "I don't have the price[ of {product}] right now, so I can't prepare the order. I'm "
+    "passing you to a person on our team, who already has the whole conversation.",
+}
+NO_PRICE_NO_HANDOFF = {
+    "es": "Ahora mismo no tengo el precio[ de {product}], así que no puedo preparar el pedido. "
+    "¿Lo intentamos de nuevo en un rato?",
+    "en": "I don't have the price[ of {product}] right now, so I can't prepare the order. Shall "
+    "we try again in a little while?",
+}
 HANDOFF = {
     "es": "Te paso con una persona del equipo, que ya tiene toda la conversación: no tendrás "
     "que repetir nada.",
@@ -106,11 +134,14 @@ HANDOFF = {
 
 
 def display(value: object) -> str:
-    """Values as people write them: 7, not 7.0; 379.98, not 379.97999999999996."""
+    """Values as people write them: 7, not 7.0; 379.98, not 379.97999999999996; 197999.01 in
+    full (never cut to six significant digits: a total shown is the amount charged)."""
+    if isinstance(value, Decimal):
+        value = float(value)
     if isinstance(value, float):
-        if value.is_integer():
+        if value.is_integer() and abs(value) < 1e15:
             return str(int(value))
-        return f"{round(value, 2):g}" if abs(value) < 1e15 else str(value)
+        return repr(round(value, 2)) if abs(value) < 1e15 else str(value)
     return str(value)
 
 

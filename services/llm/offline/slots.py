@@ -8,13 +8,19 @@ just asked for (`expected`).
 
 Values as stored in the session's entities:
 - product: the catalogue entry's fields (id, name, price, currency, stock, sizes...);
-- quantity: an int in 1..99;
-- size: "42", "42.5" (EU, the catalogue's system), "10 US" / "8 UK" (kept with the system the
-  customer gave), "M", "XL";
+- quantity: an int as the customer gave it, even 0 or 150 (validation refuses what cannot be
+  ordered, so the customer is asked again instead of getting 1);
+- size: "42", "42.5" ("42,5", "42½", "42 y medio", "42 1/2", "9 and a half"; EU, the
+  catalogue's system), "10 US" / "8 UK" (kept with the system the customer gave), "M", "XL";
 - address: the address line as written ("Calle Mayor 5, 3º B, 28013 Madrid");
 - email: lower-cased; phone: "+34612345678" (Spanish numbers), "+<digits>" (international),
   digits (other national numbers, only after a word such as "teléfono");
-- order_id: upper-cased ("12345", "A-1002").
+- order_id: upper-cased ("12345", "A-1002"): after a cue ("pedido", "order #"), bare when the
+  agent asked for it, and in a message about an order also after "el número es" / "it's" or
+  standing on its own (4 to 12 digits; never a postcode, phone, date or year).
+
+A product remembered by name (a language model's turn) is matched to a catalogue entry with
+`resolve_product`, unambiguously or not at all.
 """
 
 import itertools
@@ -72,6 +78,8 @@ PRICE = re.compile(
     r"|\d+\s?%"
 )
 NUMBER_WORDS: dict[str, int] = {
+    "cero": 0,
+    "zero": 0,
     "uno": 1,
     "una": 1,
     "un": 1,
@@ -88,6 +96,7 @@ NUMBER_WORDS: dict[str, int] = {
     "doce": 12,
     "quince": 15,
     "veinte": 20,
+    "cien": 100,
     "one": 1,
     "two": 2,
     "three": 3,
@@ -102,6 +111,7 @@ NUMBER_WORDS: dict[str, int] = {
     "twelve": 12,
     "fifteen": 15,
     "twenty": 20,
+    "hundred": 100,
 }
 WORD_NUMBER = "|".join(sorted(NUMBER_WORDS, key=len, reverse=True))
 DURATION = re.compile(
@@ -129,6 +139,48 @@ ORDER_CUE = re.compile(
 )
 ORDER_HASH = re.compile(rf"(?<![\w&])#\s?({ORDER_ID})(?![\w-])")
 ORDER_BARE = re.compile(rf"(?<![\w@.,+#-])({ORDER_ID})(?![\w-])(?![.,]\d)")
+
+
+ORDER_TOPIC = re.compile(
+    r"\b(?:pedido|pedidos|orden|order|orders|compra|paquete|package|parcel|envio|shipment|"
+    r"delivery|tracking|seguimiento|localizador)\b"
+)
+"""Words that make a message about an order: then a number given as "el número es 12345" or
+"it's 12345" is its id."""
+ORDER_CONTEXT_CUE = re.compile(
+    r"(?:\b(?:numero|num|nro|number|id|(?<!zip )(?<!postal )(?<!post )code|"
+    r"(?<!postal )codigo(?! postal)|referencia|reference|ref)\b\.?"
+    r"(?:\s*(?:(?:es|is|was|era|el)\b|[:#º°]))*"
+    r"|\b(?:it'?s|it is|that'?s|that is)\b)"
+    r"\s*#?\s*([a-z]{0,4}-?\d{4,12}(?:-[a-z0-9]{1,8})?)(?![\w-])(?![.,]\d)"
+)
+
+NOT_AN_ORDER_NUMBER = re.compile(
+    r"\b(?:postal|zip|postcode|cp|telefono|tel|movil|celular|phone|mobile|cell|dni|nif|cif|"
+    r"tarjeta|card|cuenta|account)\b"
+)
+"""Numbers given as "mi código postal es 28013" or "my phone number is..." are not the order's."""
+
+ORDER_IN_CONTEXT = re.compile(
+    r"(?<![\w@.,+#/-])([a-z]{0,4}-?\d{4,12}(?:-[a-z0-9]{1,8})?)(?![\w/-])(?![.,]\d)"
+)
+YEAR = re.compile(r"(?:19|20)\d\d")
+
+
+def _find_order_id_in_context(folded: str) -> Found | None:
+    """In a message about an order: an id after "el número es", "it's"..., else an id of 4
+    to 12 digits standing on its own ("mi pedido anterior 12345 no llegó"); never a number
+    right after "código postal", "teléfono", "tarjeta"..., a date or a year."""
+    cued = [(m.start(), m.span(1)) for m in ORDER_CONTEXT_CUE.finditer(folded)]
+    bare = [
+        (m.start(1), m.span(1))
+        for m in ORDER_IN_CONTEXT.finditer(folded)
+        if not YEAR.fullmatch(m.group(1))
+    ]
+    for start, (id_start, id_end) in [*cued, *bare]:
+        if not NOT_AN_ORDER_NUMBER.search(folded[max(0, start - 30) : id_start]):
+            return Found(folded[id_start:id_end].upper(), id_start, id_end)
+    return None
 
 
 def _find_order_id(folded: str, *, expected: bool = False) -> Found | None:
@@ -287,15 +339,18 @@ def extract_address(text: str) -> str | None:
 
 SIZE_WORD = r"(?:tallas?|talle|size|sz|numero|num|calzo|calza|calzas|uso|usas)"
 SIZE_FILL = r"(?:\s*(?:(?:de|del|la|el|un|una|es|is|en|in|a|the|mi|my|por favor)\b|[:=]))*"
-SIZE_NUMBER = r"(\d{1,2}(?:[.,]5)?)(?!\d|[.,]\d)"
+HALF = r"(\s+(?i:y\s+medi[oa]|and\s+a\s+half|1/2)(?![\w/])|\s\.5(?!\d))?"
+"""A half said in words or as a fraction after the number ("42 y medio", "42 1/2", "9 and a
+half"; "42 ½" is "42 .5" once prepared), its own group."""
+SIZE_NUMBER = rf"(\d{{1,2}}(?:[.,]5)?)(?!\d|[.,]\d){HALF}"
 SIZE_SYSTEM = r"(?:\s?(eu|eur|us|usa|uk|mx|cm)\b)?"
 LETTER_SIZES = r"(xxs|xs|s|m|l|xl|xxl|xxxl|2xl|3xl|4xl)"
 SIZE_EXPLICIT_NUMBER = re.compile(rf"\b{SIZE_WORD}\b{SIZE_FILL}\s*{SIZE_NUMBER}{SIZE_SYSTEM}")
 SIZE_EXPLICIT_LETTER = re.compile(rf"\b{SIZE_WORD}\b{SIZE_FILL}\s*{LETTER_SIZES}\b")
-SIZE_WITH_SYSTEM = re.compile(r"(?<![\d.,])(\d{1,2}(?:[.,]5)?)\s?(eu|eur|uk|mx|cm)\b")
-SIZE_US_SUFFIX = re.compile(r"(?<![\d.,])(\d{1,2}(?:[.,]5)?)\s?(US|us(?=\W*$))\b")
-SIZE_SYSTEM_FIRST = re.compile(r"\b(US|UK|EU)\s?(\d{1,2}(?:[.,]5)?)(?!\d|[.,]\d)")
-SIZE_BARE_NUMBER = re.compile(r"(?<![\w.,#-])(\d{1,2}(?:[.,]5)?)(?![\w-]|[.,]\d)")
+SIZE_WITH_SYSTEM = re.compile(rf"(?<![\d.,])(\d{{1,2}}(?:[.,]5)?){HALF}\s?(eu|eur|uk|mx|cm)\b")
+SIZE_US_SUFFIX = re.compile(rf"(?<![\d.,])(\d{{1,2}}(?:[.,]5)?){HALF}\s?(US|us(?=\W*$))\b")
+SIZE_SYSTEM_FIRST = re.compile(rf"\b(US|UK|EU)\s?{SIZE_NUMBER}")
+SIZE_BARE_NUMBER = re.compile(rf"(?<![\w.,#-])(\d{{1,2}}(?:[.,]5)?)(?![\w-]|[.,]\d){HALF}")
 SIZE_BARE_LETTER = re.compile(r"(?<!\w)(XXS|XS|S|M|L|XL|XXL|XXXL|2XL|3XL|4XL)(?!\w)")
 SIZE_SYSTEMS = {"eu": "", "eur": "", "us": "US", "usa": "US", "uk": "UK", "mx": "MX", "cm": "cm"}
 FILLER_WORDS = word_set(
@@ -304,11 +359,14 @@ FILLER_WORDS = word_set(
 )
 
 
-def _size_value(number: str, system: str = "") -> str | None:
+def _size_value(number: str, system: str | None = "", half: str | None = None) -> str | None:
     value = float(number.replace(",", "."))
+    if half and value.is_integer():
+        value += 0.5
     if not 1 <= value <= 60:
         return None
     text = f"{value:g}"
+    system = system or ""
     suffix = SIZE_SYSTEMS.get(system.lower(), system.upper())
     return f"{text} {suffix}" if suffix else text
 
@@ -325,18 +383,18 @@ def _find_size(original: str, folded: str, *, expected: bool = False) -> Found |
         return Found(_letter(letter.group(1)), letter.start(), letter.end())
     explicit = SIZE_EXPLICIT_NUMBER.search(folded)
     if explicit:
-        value = _size_value(explicit.group(1), explicit.group(2) or "")
+        value = _size_value(explicit.group(1), explicit.group(3), explicit.group(2))
         if value:
             return Found(value, explicit.start(), explicit.end())
     for pattern, source in ((SIZE_WITH_SYSTEM, folded), (SIZE_US_SUFFIX, original)):
         match = pattern.search(source)
         if match:
-            value = _size_value(match.group(1), match.group(2))
+            value = _size_value(match.group(1), match.group(3), match.group(2))
             if value:
                 return Found(value, match.start(), match.end())
     first = SIZE_SYSTEM_FIRST.search(original)
     if first:
-        value = _size_value(first.group(2), first.group(1))
+        value = _size_value(first.group(2), first.group(1), first.group(3))
         if value:
             return Found(value, first.start(), first.end())
     if not expected:
@@ -344,9 +402,9 @@ def _find_size(original: str, folded: str, *, expected: bool = False) -> Found |
     for match in SIZE_BARE_NUMBER.finditer(folded):
         number = float(match.group(1).replace(",", "."))
         if 35 <= number <= 50 or 1 <= number <= 16:
-            value = _size_value(match.group(1))
+            value = _size_value(match.group(1), "", match.group(2))
             if value:
-                return Found(value, *match.span(1))
+                return Found(value, match.start(1), match.end())
     letter_bare = SIZE_BARE_LETTER.search(original)
     if letter_bare:
         return Found(_letter(letter_bare.group(1)), *letter_bare.span(1))
@@ -363,7 +421,8 @@ def _mirror(prepared: str, work: str) -> str:
 
 
 def extract_size(text: str, *, expected: bool = False) -> str | None:
-    """ "talla 42" -> "42", "talla 42,5" / "42½" / "size 42.5" -> "42.5", "size 10 US" ->
+    """ "talla 42" -> "42", "talla 42,5" / "42½" / "size 42.5" / "calzo un 42 y medio" /
+    "talla 42 1/2" -> "42.5", "size 9 and a half" -> "9.5", "size 10 US" ->
     "10 US", "UK 8" -> "8 UK", "talla M" / "size xl" -> "M" / "XL". A bare "43" or "M" only
     when the agent has just asked for the size (`expected`). Prices never count."""
     prepared = prepare(text)
@@ -395,7 +454,7 @@ QUANTITY_PHRASES: tuple[tuple[re.Pattern[str], int], ...] = (
     (re.compile(r"\b(?:un par|a couple)\b"), 2),
     (re.compile(r"\ba pair\b"), 1),
 )
-X_FORM = re.compile(r"(?:(?<=\s)|^)[x\u00d7]\s?(\d{1,2})\b|\b(\d{1,2})\s?[x\u00d7](?=\s|$|[.,;!?])")
+X_FORM = re.compile(r"(?:(?<=\s)|^)[x\u00d7]\s?(\d{1,4})\b|\b(\d{1,4})\s?[x\u00d7](?=\s|$|[.,;!?])")
 SMALL_ARTICLES = frozenset({"un", "una", "uno", "one"})
 
 
@@ -425,7 +484,7 @@ def _find_quantity(
     sizes_expected: bool = False,
 ) -> Found | None:
     units = UNITS + "".join(f"|{re.escape(w)}" for w in product_words)
-    number = rf"(\d{{1,2}}|{WORD_NUMBER})"
+    number = rf"(\d{{1,6}}|{WORD_NUMBER})"
     after_cue = re.compile(rf"\b(?:{QUANTITY_CUE})\s+{QUANTITY_FILL}{number}\b(?!\s?[.,]\d)")
     before_unit = re.compile(rf"\b{number}\s+(?:(?:de|of)\s+)?(?:{units})\b")
     candidates: list[tuple[Found, bool]] = []
@@ -452,7 +511,7 @@ def _find_quantity(
             continue
         claimed.append((found.start, found.end))
         value = found.value
-        if not isinstance(value, int) or not 1 <= value <= MAX_QUANTITY:
+        if not isinstance(value, int):
             continue
         if sizes_expected and not with_unit and 35 <= value <= 50:
             continue
@@ -464,7 +523,9 @@ def extract_quantity(
     text: str, *, expected: bool = False, product_names: Sequence[str] = ()
 ) -> int | None:
     """How many: "quiero 2", "dos pares", "x2", "un par" (2), "un par de zapatillas" (1 pair),
-    "a couple" (2), "three units" -> 1..99. A number counts only with a cue before it
+    "a couple" (2), "three units" -> 2, 2, 2, 2, 1, 2, 3; "quiero 100 pares" -> 100 and "0
+    pares" -> 0 as given (validation refuses them; a quantity is never dropped to default to 1).
+    A number counts only with a cue before it
     ("quiero", "dame", "want") or a unit after it ("pares", "unidades", a product's name), or
     bare when the agent asked how many (`expected`). Prices ("189,99 €"), sizes ("talla 42"),
     order ids, phones, durations ("dos semanas") and model numbers ("Kobe 6") never count."""
@@ -532,6 +593,56 @@ def match_product(text: str, candidates: Sequence[Mapping[str, Any]]) -> Mapping
     return candidates[best[1]] if best else None
 
 
+NAME_FILLERS = word_set("de del la el las los the of a an en in y and con with")
+
+
+def _name_tokens(text: str) -> frozenset[str]:
+    """The words of a product name that tell it apart: no generic words ("zapatilla") or
+    fillers ("de", "the"); model numbers kept ("Pegasus 41" is not "Pegasus 40")."""
+    tokens = re.findall(r"[a-z0-9]+", fold_aligned(prepare(text)))
+    return frozenset(t for t in tokens if t not in GENERIC_WORDS and t not in NAME_FILLERS)
+
+
+def is_catalogue_entry(value: Any) -> bool:
+    """Whether `value` looks like a catalogue entry's fields: an id and a price or a stock."""
+    return (
+        isinstance(value, Mapping)
+        and bool(value.get("id"))
+        and ("price" in value or "stock" in value)
+    )
+
+
+def resolve_product(
+    reference: Any, candidates: Sequence[Mapping[str, Any]]
+) -> Mapping[str, Any] | None:
+    """The catalogue entry a remembered product stands for. A catalogue entry (what this
+    responder remembers) is itself. A name or an id (what a language model's turn remembers,
+    e.g. "Zapatilla Kobe 6 Protro"), or a dict without catalogue fields, is looked up among
+    `candidates` (the retrieved catalogue entries): its id, or the one name whose distinctive
+    words contain its words or are contained in them ("Kobe 6 Protro" -> "Zapatilla Kobe 6
+    Protro 'Grinch'"). None when nothing matches or more than one does ("Kobe 6" with two Kobe
+    6 models): the caller asks which product instead of guessing."""
+    if is_catalogue_entry(reference):
+        return reference  # type: ignore[no-any-return]
+    if isinstance(reference, Mapping):
+        reference = reference.get("id") or reference.get("name")
+    if not isinstance(reference, str) or not reference.strip():
+        return None
+    text = reference.strip()
+    by_id = [c for c in candidates if str(c.get("id", "")).lower() == text.lower()]
+    if len(by_id) == 1:
+        return by_id[0]
+    wanted = _name_tokens(text)
+    if not wanted:
+        return None
+    names = [(_name_tokens(str(c.get("name", ""))), c) for c in candidates]
+    same = [c for name, c in names if name == wanted]
+    if len(same) == 1:
+        return same[0]
+    overlapping = [c for name, c in names if name and (wanted <= name or name <= wanted)]
+    return overlapping[0] if len(overlapping) == 1 else None
+
+
 # --- all at once -----------------------------------------------------------------------------
 
 
@@ -540,10 +651,13 @@ def extract_all(
     *,
     expected: Collection[str] = (),
     products: Sequence[Mapping[str, Any]] = (),
+    order_context: bool = False,
 ) -> dict[str, Any]:
     """Every slot this message gives, by name (see the module docstring for the values).
     `expected` names the slots the agent has just asked for, whose bare values count;
-    `products` are the catalogue entries in play (retrieved and remembered)."""
+    `products` are the catalogue entries in play (retrieved and remembered). In a message
+    about an order ("pedido", "order", "paquete"...), or with `order_context` (the intent is
+    about one), an id of 4 to 12 digits after "el número es", "it's"... is the order id."""
     prepared = prepare(text)
     folded = fold_aligned(prepared)
     names = [str(p.get("name", "")) for p in products]
@@ -569,6 +683,8 @@ def extract_all(
     take("phone", _find_phone(work))
     if bare_order and "order_id" not in found:
         take("order_id", _find_order_id(work, expected=True))
+    if "order_id" not in found and (order_context or ORDER_TOPIC.search(work)):
+        take("order_id", _find_order_id_in_context(work))
     take("size", _find_size(_mirror(prepared, work), work))
     take(
         "quantity",
@@ -604,22 +720,37 @@ def product_sizes(product: Mapping[str, Any]) -> list[Any]:
     return list(sizes) if isinstance(sizes, list | tuple) else []
 
 
+EU_MINUS_US_UK = (31.0, 34.0)
+"""An adult EU shoe size is its US or UK size plus 31 to 34 (EU 43: US 10, UK 9)."""
+
+
+def _converts(value: float, numeric: Sequence[float]) -> bool:
+    """Whether a US/UK size `value` can be one of the EU sizes `numeric` (38-46: 4 to 15)."""
+    low, high = EU_MINUS_US_UK
+    return min(numeric) - high <= value <= max(numeric) - low
+
+
 def size_fits(size: str, sizes: Sequence[Any]) -> bool:
-    """Whether `size` is one the product comes in. Letters must be listed; an EU number must be
-    listed; a size in another system ("10 US") or a bare number under 20 next to EU sizes is
-    taken as given (the shop converts it)."""
+    """Whether `size` is one the product comes in. Letters must be listed; an EU number
+    (halves included: "42.5") must be listed; a US or UK size ("10 US", "8 UK") or a bare
+    number under 20 next to EU sizes is taken as given (the shop converts it) when some listed
+    size can be it ("10" for 38-46, never "2"); other systems ("27 cm") as given."""
     if not sizes:
         return True
     numeric = [float(s) for s in sizes if isinstance(s, int | float) or _is_number(str(s))]
     letters = {str(s).upper() for s in sizes if not _is_number(str(s))}
     parts = size.split()
     if len(parts) == 2:
-        return bool(numeric)
+        if not numeric or not _is_number(parts[0]):
+            return False
+        if parts[1].upper() in ("US", "UK") and min(numeric) >= 20:
+            return _converts(float(parts[0]), numeric)
+        return True
     if _is_number(size):
         value = float(size)
         if value in numeric:
             return True
-        return bool(numeric) and value < 20 <= min(numeric)
+        return bool(numeric) and value < 20 <= min(numeric) and _converts(value, numeric)
     return size.upper() in letters
 
 
