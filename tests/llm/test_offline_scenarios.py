@@ -10,6 +10,7 @@ generation's entities are merged into the session's as the orchestrator merges t
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.llm.v1 import llm_service_pb2 as pb
@@ -165,17 +166,84 @@ def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
     )
 
 
-def test_a_bare_yes_asks_for_the_size_then_the_size_completes_the_order() -> None:
+@pytest.mark.parametrize(
+    ("first", "yes", "ask", "size", "summary", "again", "done"),
+    [
+        (
+            "Quiero comprar la zapatilla Kobe, la dejé en el carrito.",
+            "Sí, confirmo",
+            "¿En qué talla la quieres? Tenemos 38-46.",
+            "43",
+            "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189.99 EUR. "
+            "¿Confirmas el pedido?",
+            "sí",
+            "Hecho: pedido de 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43",
+        ),
+        (
+            "I want to buy the Kobe sneakers, I left them in my cart.",
+            "Yes, I confirm",
+            "Which size would you like? We have 38-46.",
+            "10",
+            "I'll prepare 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' in size 10 for 189.99 EUR. "
+            "Shall I place the order?",
+            "yes",
+            "Done: order for 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' in size 10",
+        ),
+    ],
+    ids=["es", "en"],
+)
+def test_a_yes_given_before_the_size_gets_the_summary_once_the_size_is_known(
+    first: str, yes: str, ask: str, size: str, summary: str, again: str, done: str
+) -> None:
+    """The yes came before the size: the reply after it asked for the size, not for a
+    confirmation, so the size alone orders nothing (the orchestrator would drop the order and
+    the customer would read "done"). The complete summary is confirmed first."""
     chat = Conversation()
-    chat.say("Quiero comprar la zapatilla Kobe, la dejé en el carrito.", KOBE)
-    asked = chat.say("Sí, confirmo", "faq-payment")
+    chat.say(first, KOBE)
+    asked = chat.say(yes, "faq-payment")
     assert asked.intent == "confirm_purchase"
     assert asked.actions == []
-    assert asked.reply_text == "¿En qué talla la quieres? Tenemos 38-46."
+    assert asked.reply_text == ask
     assert chat.entities["awaiting"] == "size"
-    done = chat.say("43", PEGASUS)
-    assert done.intent == "confirm_purchase"
-    assert _params(done)["create_order"]["size"] == "43"
+    shown = chat.say(size, PEGASUS)
+    assert shown.intent == "checkout_flow"
+    assert shown.actions == []
+    assert shown.reply_text == summary
+    assert chat.entities["awaiting"] == "confirmation"
+    assert chat.entities["confirming"] == {"product": KOBE, "quantity": 1, "size": size}
+    ordered = chat.say(again, "faq-payment")
+    assert ordered.intent == "confirm_purchase"
+    assert [a.type for a in ordered.actions] == ["create_order", "payment_link"]
+    assert ordered.reply_text.startswith(done)
+    params = _params(ordered)
+    assert (params["create_order"]["productId"], params["create_order"]["size"]) == (KOBE, size)
+    assert params["payment_link"] == {"amount": 189.99, "currency": "EUR"}
+
+
+@pytest.mark.parametrize(
+    ("first", "yes", "size"),
+    [
+        (
+            "Quiero comprar la zapatilla Kobe, la dejé en el carrito.",
+            "Sí, confirmo, en talla 43",
+            "43",
+        ),
+        (
+            "I want to buy the Kobe sneakers, I left them in my cart.",
+            "Yes, I confirm, size 10",
+            "10",
+        ),
+    ],
+    ids=["es", "en"],
+)
+def test_a_yes_that_carries_the_missing_size_orders_at_once(
+    first: str, yes: str, size: str
+) -> None:
+    chat = Conversation()
+    chat.say(first, KOBE)
+    ordered = chat.say(yes, "faq-payment")
+    assert ordered.intent == "confirm_purchase"
+    assert _params(ordered)["create_order"]["size"] == size
 
 
 def test_a_size_without_a_yes_gets_the_summary_to_confirm() -> None:

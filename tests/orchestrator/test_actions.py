@@ -764,16 +764,23 @@ def test_case_a_after_the_order_summary_and_with_the_shipping_details() -> None:
 def test_a_yes_given_before_the_size_does_not_cover_the_order_a_turn_later() -> None:
     """The strict rule: the customer said "Sí, confirmo" before the size was known, the agent
     asked for the size, and the size alone is no confirmation of the now complete order. The
-    offline responder proposes the order here; the orchestrator drops it (and should ask for
-    the summary to be confirmed)."""
+    offline responder shows the complete summary to confirm instead of proposing the order
+    (nothing for the orchestrator to drop, no "done" for an order that is not placed), and the
+    next explicit yes orders it with nothing dropped."""
     chat = Chat()
     chat.say("Quiero comprar la zapatilla Kobe, la dejé en el carrito.", KOBE)
     asked, _ = chat.say("Sí, confirmo", "faq-payment")
     assert asked.actions == []
-    generation, result = chat.say("43", KOBE)
-    assert [a.type for a in generation.actions] == ["create_order", "payment_link"]
-    assert result.kept == ()
-    assert {d.reason for d in result.dropped} == {DropReason.NEEDS_CONFIRMATION}
+    shown, result = chat.say("43", KOBE)
+    assert shown.intent == "checkout_flow"
+    assert shown.actions == [] and result.kept == () and result.dropped == ()
+    assert shown.reply_text == (
+        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189.99 EUR. "
+        "¿Confirmas el pedido?"
+    )
+    assert shown.entities["awaiting"] == "confirmation"
+    generation, result = chat.say("sí", KOBE)
+    _assert_ordered(generation, result, {"quantity": 1, "size": "43", "unitPrice": "189.99"})
 
 
 def test_case_a_a_no_orders_nothing() -> None:

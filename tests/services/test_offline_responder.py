@@ -4,6 +4,7 @@ tests/llm/test_offline_*.py.)"""
 
 from typing import Any
 
+import pytest
 from google.protobuf import json_format, struct_pb2
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.llm.v1 import llm_service_pb2 as pb
@@ -237,3 +238,40 @@ def test_a_models_order_id_entity_is_known() -> None:
     )
     generation = RESPONDER.generate(prompt)
     assert generation.actions[0].params["orderId"] == "A-1002"
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "summary"),
+    [
+        (
+            "43",
+            "es",
+            "Te preparo 1 \u00d7 Kobe 6 en talla 43 por 189.99 EUR. ¿Confirmas el pedido?",
+        ),
+        (
+            "size 43",
+            "en",
+            "I'll prepare 1 \u00d7 Kobe 6 in size 43 for 189.99 EUR. Shall I place the order?",
+        ),
+    ],
+    ids=["es", "en"],
+)
+def test_the_slot_a_yes_lacked_gets_the_summary_not_the_order(
+    text: str, language: str, summary: str
+) -> None:
+    # the last reply was confirm_purchase asking for the size: no confirmation was asked, so
+    # the now complete order is shown to confirm (the orchestrator would drop it otherwise)
+    entities = {
+        "product": KOBE,
+        "awaiting": "size",
+        "language": language,
+        "confirming": {"product": "kobe-6", "quantity": 1, "size": ""},
+    }
+    prompt = _prompt(text, product_doc=False, last_intent="confirm_purchase", entities=entities)
+    generation = RESPONDER.generate(prompt)
+    assert generation.actions == []
+    assert generation.intent == "checkout_flow"
+    assert generation.reply_text == summary
+    stored = json_format.MessageToDict(generation.entities)
+    assert stored["awaiting"] == "confirmation"
+    assert stored["confirming"] == {"product": "kobe-6", "quantity": 1, "size": "43"}

@@ -144,9 +144,8 @@ async def test_the_speech_service_may_ask_for_turns_but_the_llm_may_not(
     speech, llm = mesh.clients("speech"), mesh.clients("llm")
     with _as(correlation_id="corr-voice-1"):
         assert (await speech.orchestrator.Process(_request("s-voice"))).response_text
-    with _as(correlation_id="corr-voice-2"):
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await llm.orchestrator.Process(_request("s-voice"))
+    with _as(correlation_id="corr-voice-2"), pytest.raises(grpc.aio.AioRpcError) as refused:
+        await llm.orchestrator.Process(_request("s-voice"))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
     await speech.close()
     await llm.close()

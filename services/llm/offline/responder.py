@@ -17,7 +17,12 @@ Routing, first rule that applies:
 4. the message gives a slot the conversation is waiting for -> the same intent again: the
    intent that asked for it, or, after checkout_flow, checkout_flow with the order summary to
    confirm. A follow-up never completes on a turn that changes the product, the quantity or
-   the size it was confirmed for: the summary is asked again;
+   the size it was confirmed for: the summary is asked again. Nor on the turn that gives the
+   slot a yes lacked ("Sí, confirmo" -> "¿En qué talla?" -> "43"): that yes was given before
+   the order was complete, and the reply before asked for a slot, not for a confirmation, so
+   the complete summary (product, size, quantity, total) is shown to confirm and the next
+   explicit yes orders. A yes that carries every missing slot ("Sí, confirmo, en talla 43")
+   answers the confirmation itself and orders at once (rule 2);
 5. similarity to the tenant's examples (follow-ups excluded) above the threshold;
 6. a short answer while an intent still waits for a slot -> that intent, asking again;
 7. the message gives a slot some intent needs (an order id, an address) -> that intent;
@@ -37,6 +42,11 @@ looked up by id or name among the retrieved catalogue entries; if it matches non
 than one, the customer is asked which product. The best retrieved entry is offered only by an
 intent that shows it before anything is confirmed (checkout_flow on a first mention), never
 taken by a follow-up.
+
+Money-moving actions (create_order, payment_link) are proposed by a follow-up only on the
+turn right after a reply that asked to confirm ("awaiting" is "confirmation"), which is when
+the orchestrator keeps them (services/orchestrator/actions/validation.py, the confirmation
+rule); on any other turn the follow-up shows the order summary to confirm instead.
 
 Money: unit prices and totals are Decimals from the catalogue's price, to the cent; a product
 without a usable price gets no create_order or payment_link: the customer is handed over.
@@ -284,6 +294,11 @@ class OfflineResponder:
             return self._ask(turn, intent.name, confidence, issues[0], values)
         if _moves_money(intent.action_types, turn) and _unit_price(product) is None:
             return self._unpriced(turn, intent, product)
+        asked_to_confirm = turn.awaiting == AWAITING_CONFIRMATION
+        if follows(intent) and _moves_money(intent.action_types, turn) and not asked_to_confirm:
+            # the reply before asked for something else (the slot a yes lacked): a yes given
+            # before it does not cover the order as it now stands; the summary to confirm
+            return self._summary(turn, _gate_of(turn.tenant, intent), intent)
         reply = fill(template, values) if template else None
         if reply is None and (reason or intent is BUILT_IN_HANDOFF):
             reply = platform_text(HANDOFF, turn.language)
@@ -514,6 +529,13 @@ def _shown(
 def _short_answer(text: str) -> bool:
     """A few words that are not a question of their own ("sí", "no lo sé", "un momento")."""
     return len(text.split()) <= SHORT_MESSAGE_WORDS and not any(c in text for c in "?¿")
+
+
+def _gate_of(tenant: tenant_pb2.TenantConfig, intent: tenant_pb2.Intent) -> tenant_pb2.Intent:
+    """The intent `intent` follows (checkout_flow for confirm_purchase): the tenant's, or one
+    by that name, so the next reply's intent is the gate a yes then follows."""
+    gates = follows(intent)
+    return next((i for i in tenant.intents if i.name in gates), tenant_pb2.Intent(name=gates[0]))
 
 
 def _handoff_intent(tenant: tenant_pb2.TenantConfig) -> tenant_pb2.Intent:
