@@ -2,13 +2,14 @@
 
 import uvloop
 
-from bench import context_sessions, retrieval_quality, vector_index
+from bench import context_sessions, retrieval_quality, turns, vector_index
 
 
 async def _all() -> None:
     await context_sessions.run()
     await retrieval_quality.run()
     await vector_index.run()
+    await turns.run()
 
 
 def main() -> None:

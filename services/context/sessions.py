@@ -1,6 +1,7 @@
 """Session context logic: cache first, the store on a miss, refill with a TTL."""
 
 import logging
+import time
 from collections.abc import Sequence
 
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
@@ -22,6 +23,7 @@ log = logging.getLogger("metaagent.context")
 
 
 DEFAULT_DEDUP_WINDOW_SECONDS = 60
+TENANT_CACHE_SECONDS = 5.0
 
 
 DEFAULT_TURNS_PAGE, MAX_TURNS_PAGE = 50, 500
@@ -87,6 +89,7 @@ class ContextBook:
         self._store = store
         self._cache = cache
         self._locks = locks
+        self._tenants: dict[str, tuple[tenant_pb2.TenantConfig | None, float]] = {}
         self._ttl = ttl_seconds
         self._recent_turns = recent_turns
 
@@ -221,15 +224,31 @@ class ContextBook:
             await self._cache.delete(cache_key(owner, session_id))
         return len(marked)
 
-    async def tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig:
+    async def _tenant_config(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
+        """The stored configuration, kept parsed for TENANT_CACHE_SECONDS (every turn reads it
+        twice); this process's own writes replace it at once, other replicas' within the TTL."""
+        now = time.monotonic()
+        cached = self._tenants.get(tenant_id)
+        if cached is not None and cached[1] > now:
+            return cached[0]
         config = await self._store.get_tenant(tenant_id)
+        if len(self._tenants) >= 10_000:
+            self._tenants.clear()
+        self._tenants[tenant_id] = (config, now + TENANT_CACHE_SECONDS)
+        return config
+
+    async def tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig:
+        found = await self._tenant_config(tenant_id)
+        config = None if found is None else tenant_pb2.TenantConfig()
+        if found is not None and config is not None:
+            config.CopyFrom(found)
         if config is None:
             raise not_found(f"tenant '{tenant_id}' is not configured", "TENANT_NOT_FOUND")
         return config
 
     async def dedup_window(self, tenant_id: str) -> float:
         """How long the tenant's idempotency records are kept (the seed's 60 s by default)."""
-        config = await self._store.get_tenant(tenant_id)
+        config = await self._tenant_config(tenant_id)
         window = config.dedup_window_seconds if config is not None else 0
         return float(window or DEFAULT_DEDUP_WINDOW_SECONDS)
 
@@ -248,4 +267,6 @@ class ContextBook:
             violations.append(FieldViolation("tenant.escalation_threshold", "must be in [0, 1]"))
         if violations:
             raise invalid_argument(*violations)
-        return await self._store.put_tenant(stored)
+        created = await self._store.put_tenant(stored)
+        self._tenants.pop(tenant_id, None)
+        return created

@@ -9,6 +9,7 @@ whose contract declares them idempotent.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -109,6 +110,13 @@ class MeshClients:
         self._settings = settings
         self._caller = caller
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, Any] = {}
+
+    def _stub(self, target: str, stub_class: Any) -> Any:
+        """One stub per target, built on first use (building one per call is measurable)."""
+        if target not in self._stubs:
+            self._stubs[target] = stub_class(self.channel(target))
+        return self._stubs[target]
 
     def channel(self, target: str) -> grpc.aio.Channel:
         if target not in self._channels:
@@ -117,30 +125,44 @@ class MeshClients:
 
     @property
     def context(self) -> context_service_pb2_grpc.ContextServiceAsyncStub:
-        return context_service_pb2_grpc.ContextServiceStub(self.channel(identity.CONTEXT))
+        stub: context_service_pb2_grpc.ContextServiceAsyncStub = self._stub(
+            identity.CONTEXT, context_service_pb2_grpc.ContextServiceStub
+        )
+        return stub
 
     @property
     def retrieval(self) -> retrieval_service_pb2_grpc.RetrievalServiceAsyncStub:
-        return retrieval_service_pb2_grpc.RetrievalServiceStub(self.channel(identity.RETRIEVAL))
+        stub: retrieval_service_pb2_grpc.RetrievalServiceAsyncStub = self._stub(
+            identity.RETRIEVAL, retrieval_service_pb2_grpc.RetrievalServiceStub
+        )
+        return stub
 
     @property
     def llm(self) -> llm_service_pb2_grpc.LlmServiceAsyncStub:
-        return llm_service_pb2_grpc.LlmServiceStub(self.channel(identity.LLM))
+        stub: llm_service_pb2_grpc.LlmServiceAsyncStub = self._stub(
+            identity.LLM, llm_service_pb2_grpc.LlmServiceStub
+        )
+        return stub
 
     @property
     def speech(self) -> speech_service_pb2_grpc.SpeechServiceAsyncStub:
-        return speech_service_pb2_grpc.SpeechServiceStub(self.channel(identity.SPEECH))
+        stub: speech_service_pb2_grpc.SpeechServiceAsyncStub = self._stub(
+            identity.SPEECH, speech_service_pb2_grpc.SpeechServiceStub
+        )
+        return stub
 
     @property
     def orchestrator(self) -> orchestrator_service_pb2_grpc.OrchestratorServiceAsyncStub:
-        return orchestrator_service_pb2_grpc.OrchestratorServiceStub(
-            self.channel(identity.ORCHESTRATOR)
+        stub: orchestrator_service_pb2_grpc.OrchestratorServiceAsyncStub = self._stub(
+            identity.ORCHESTRATOR, orchestrator_service_pb2_grpc.OrchestratorServiceStub
         )
+        return stub
 
     async def close(self) -> None:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+        self._stubs.clear()
 
 
 async def serving_status(channel: grpc.aio.Channel, service: str = "") -> str:
