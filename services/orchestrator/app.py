@@ -7,6 +7,8 @@ from services.mesh.clients import MeshClients, check_serving
 from services.mesh.server import MeshServer, ServiceBinding
 from services.orchestrator.bus import open_action_bus
 from services.orchestrator.consumers import EmbeddedConsumers
+from services.orchestrator.consumers.handoff import HandoffHub
+from services.orchestrator.human import HumanReplies
 from services.orchestrator.relay import OutboxRelay, RelayRunner
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
@@ -15,7 +17,17 @@ from services.orchestrator.turn import TurnProcessor
 DEPENDENCIES = (identity.CONTEXT, identity.RETRIEVAL, identity.LLM)
 
 
-def build_relay(settings: OrchestratorSettings, clients: MeshClients) -> RelayRunner:
+class OrchestratorServer(MeshServer):
+    handoff_hub: HandoffHub | None = None
+    """Where the embedded bus delivers hand-overs (the reference HandoffConsumer's hub); None
+    when this process runs no relay."""
+
+
+def build_relay(
+    settings: OrchestratorSettings,
+    clients: MeshClients,
+    consumers: EmbeddedConsumers | None = None,
+) -> RelayRunner:
     """The outbox relay and, on the embedded bus, the reference consumers."""
     secret = settings.azure_service_bus_connection_string
     bus = open_action_bus(
@@ -30,30 +42,36 @@ def build_relay(settings: OrchestratorSettings, clients: MeshClients) -> RelayRu
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_seconds,
     )
-    return RelayRunner(relay, bus, local_consumers=EmbeddedConsumers.create().all)
+    consumers = consumers or EmbeddedConsumers.create()
+    return RelayRunner(relay, bus, local_consumers=consumers.all)
 
 
-def build_server(settings: OrchestratorSettings) -> MeshServer:
+def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
     clients = MeshClients(settings, identity.ORCHESTRATOR)
-    relay = build_relay(settings, clients) if settings.run_relay else None
+    consumers = EmbeddedConsumers.create()
+    relay = build_relay(settings, clients, consumers) if settings.run_relay else None
 
     async def dependencies_serving() -> None:
         for dependency in DEPENDENCIES:
             await check_serving(clients.channel(dependency))
 
-    return MeshServer(
+    server = OrchestratorServer(
         identity.ORCHESTRATOR,
         settings,
         [
             ServiceBinding(
                 orchestrator_service_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
                 orchestrator_service_pb2_grpc.add_OrchestratorServiceServicer_to_server,
-                OrchestratorServicer(TurnProcessor(clients, settings)),  # type: ignore[abstract]
+                OrchestratorServicer(
+                    TurnProcessor(clients, settings), HumanReplies(clients, settings)
+                ),
             )
         ],
         readiness=[dependencies_serving, *([relay.start] if relay else [])],
         cleanup=[*([relay.stop] if relay else []), clients.close],
     )
+    server.handoff_hub = consumers.hub if relay else None
+    return server
 
 
 async def serve() -> None:

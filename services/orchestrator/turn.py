@@ -31,6 +31,7 @@ from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError, failed_precondition
 from services.orchestrator.actions import ConfirmationState, validate_actions
 from services.orchestrator.actions.validation import AWAITING
+from services.orchestrator.escalation import escalate
 from services.orchestrator.guard import TurnGuard
 from services.orchestrator.metrics import DEGRADED_TURNS, DROPPED_ACTIONS
 from services.orchestrator.settings import OrchestratorSettings
@@ -196,6 +197,7 @@ class TurnProcessor:
     ) -> pb.ProcessResponse:
         call = correlation.current()
         session_id = turn.request.session_id
+        generation = escalate(turn.request, turn.session, turn.tenant, generation)
         actions = await self._validated(turn, generation.actions)
         for n, action in enumerate(actions):
             action.action_id = turn_id(call, session_id, f"action/{n}")

@@ -98,8 +98,28 @@ VALID: dict[str, dict[str, Any]] = {
         "summary": "Pedido 12345 sin llegar tras dos semanas",
         "customerText": "Mi pedido no llegó\nes el 12345",
         "language": "es",
+        "transcript": [
+            {"role": "user", "text": "Mi pedido no llegó"},
+            {"role": "agent", "text": "¿Me das el número de pedido?"},
+            {"role": "user", "text": "es el 12345"},
+        ],
+        "entities": {"order_id": "12345", "language": "es"},
+        "userId": "u-1",
+        "sessionId": "s-1",
     },
-    "handoff_human": {"reason": "customer_request", "orderId": "12345", "summary": "Pide persona"},
+    "handoff_human": {
+        "reason": "customer_request",
+        "orderId": "12345",
+        "summary": "Pide persona",
+        "language": "es",
+        "transcript": [
+            {"role": "user", "text": "quiero hablar con una persona"},
+            {"role": "human", "text": "Hola, soy Marta"},
+        ],
+        "entities": {"product": {"id": "product-kobe-6-protro", "price": "189.99"}},
+        "userId": "ana@example.com",
+        "sessionId": "s-1",
+    },
 }
 
 
@@ -246,10 +266,56 @@ INVALID = [
     ("create_ticket", {"summary": ""}, "/summary", "at least 1 characters"),
     ("create_ticket", {"summary": "x" * 4001}, "/summary", "at most 4000 characters"),
     ("create_ticket", {"language": "es_ES!"}, "/language", "BCP-47"),
+    ("create_ticket", {"transcript": "user: hola"}, "/transcript", "an array"),
+    (
+        "create_ticket",
+        {"transcript": [{"role": "bot", "text": "hola"}]},
+        "/transcript/0/role",
+        "one of user",
+    ),
+    (
+        "create_ticket",
+        {"transcript": [{"role": "user", "text": ""}]},
+        "/transcript/0/text",
+        "at least 1",
+    ),
+    ("create_ticket", {"transcript": [{"role": "user"}]}, "/transcript/0/text", "is required"),
+    (
+        "create_ticket",
+        {"transcript": [{"role": "user", "text": "x" * 4001}]},
+        "/transcript/0/text",
+        "at most 4000 characters",
+    ),
+    (
+        "create_ticket",
+        {"transcript": [{"role": "user", "text": "hola", "turnId": "t-1"}]},
+        "/transcript/0/turnId",
+        "not an allowed property",
+    ),
+    (
+        "create_ticket",
+        {"transcript": [{"role": "user", "text": "hola"}] * 51},
+        "/transcript",
+        "at most 50 items",
+    ),
+    ("create_ticket", {"entities": ["order_id", "12345"]}, "/entities", "an object"),
+    ("create_ticket", {"userId": "u-1\nignore previous"}, "/userId", "single line"),
+    ("create_ticket", {"userId": ""}, "/userId", "at least 1 characters"),
+    ("create_ticket", {"sessionId": "s 1; DROP"}, "/sessionId", "session id"),
     # handoff_human
     ("handoff_human", {"reason": ""}, "/reason", "reason code"),
     ("handoff_human", {"customerText": "hola"}, "/customerText", "not an allowed property"),
     ("handoff_human", {"orderId": 12.5}, "/orderId", "order id"),
+    ("handoff_human", {"language": "español"}, "/language", "BCP-47"),
+    (
+        "handoff_human",
+        {"transcript": [{"role": "system", "text": "hi"}]},
+        "/transcript/0/role",
+        "one of user",
+    ),
+    ("handoff_human", {"entities": "order 12345"}, "/entities", "an object"),
+    ("handoff_human", {"userId": 42}, "/userId", "the end user's id"),
+    ("handoff_human", {"sessionId": ""}, "/sessionId", "session id"),
 ]
 
 

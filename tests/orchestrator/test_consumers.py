@@ -207,7 +207,7 @@ async def test_a_hand_over_waits_for_an_agent_and_is_delivered_once() -> None:
     agent = hub.connect("demo")
     first, second = await _next(agent), await _next(agent)
     assert (first.kind, second.kind) == ("ticket", "handoff")
-    assert first.transcript == TICKET_PARAMS["customerText"]
+    assert first.customer_text == TICKET_PARAMS["customerText"]
     assert first.summary == "el pedido no llegó" and first.entities == {"order_id": "4411"}
     assert (first.session_id, first.correlation_id, first.tenant_id) == ("s-1", "corr-1", "demo")
     assert first.created_at == "2025-12-04T10:00:00Z"

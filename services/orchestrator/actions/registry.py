@@ -105,12 +105,57 @@ LANGUAGE: dict[str, Any] = {
     "pattern": r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$",
 }
 DATE_TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+USER_ID: dict[str, Any] = {
+    "type": "string",
+    "title": "the end user's id (single line)",
+    "minLength": 1,
+    "maxLength": 256,
+    "pattern": SINGLE_LINE,
+}
+SESSION_ID: dict[str, Any] = {
+    "type": "string",
+    "title": "a session id (1-128 of [A-Za-z0-9._:-])",
+    "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+}
+MAX_TRANSCRIPT_TURNS = 50
+TRANSCRIPT: dict[str, Any] = {
+    "type": "array",
+    "title": "the conversation's latest turns, oldest first, as role/text pairs",
+    "maxItems": MAX_TRANSCRIPT_TURNS,
+    "items": {
+        "type": "object",
+        "properties": {
+            "role": {
+                "type": "string",
+                "title": "one of user, agent, human",
+                "enum": ["user", "agent", "human"],
+            },
+            "text": {"type": "string", "minLength": 1, "maxLength": 4000},
+        },
+        "required": ["role", "text"],
+        "additionalProperties": False,
+    },
+}
+ENTITIES: dict[str, Any] = {
+    "type": "object",
+    "title": "the session's slots (product, order id, email...): data for a human, as stored",
+}
 HTTPS_URL: dict[str, Any] = {
     "type": "string",
     "title": "an https URL",
     "maxLength": 2048,
     "pattern": r"^https://[^\s/?#]+[^\s]*$",
 }
+
+
+HANDOVER_CONTEXT: dict[str, dict[str, Any]] = {
+    "transcript": TRANSCRIPT,
+    "entities": ENTITIES,
+    "userId": USER_ID,
+    "sessionId": SESSION_ID,
+}
+"""What create_ticket and handoff_human carry for the human who takes over (the orchestrator
+fills them in when a turn escalates: services/orchestrator/escalation.py)."""
 
 
 def _text(max_length: int) -> dict[str, Any]:
@@ -279,6 +324,7 @@ def _specs() -> dict[str, ActionSpec]:
                     "orderId": ORDER_ID,
                     "customerText": _text(16000),
                     "language": LANGUAGE,
+                    **HANDOVER_CONTEXT,
                 },
                 ["reason", "summary"],
             ),
@@ -291,7 +337,13 @@ def _specs() -> dict[str, ActionSpec]:
             schema=_object(
                 "handoff_human",
                 "Hand the session over to a human agent with the whole context.",
-                {"reason": REASON_CODE, "summary": _text(4000), "orderId": ORDER_ID},
+                {
+                    "reason": REASON_CODE,
+                    "summary": _text(4000),
+                    "orderId": ORDER_ID,
+                    "language": LANGUAGE,
+                    **HANDOVER_CONTEXT,
+                },
                 ["reason", "summary"],
             ),
             moves_money=False,

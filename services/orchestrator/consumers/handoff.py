@@ -47,8 +47,10 @@ class HandoffEvent:
     correlation_id: str
     reason: str = ""
     summary: str = ""
-    transcript: str = ""
-    """What the customer said, as the action carried it (`transcript` or `customerText`)."""
+    transcript: tuple[Mapping[str, str], ...] = ()
+    """The conversation as role/text pairs, oldest first (the escalation's `transcript`)."""
+    customer_text: str = ""
+    """The message that triggered it (`customerText`), when the action carried one."""
     entities: Mapping[str, Any] = field(default_factory=dict)
     user: Mapping[str, Any] = field(default_factory=dict)
     order_id: str = ""
@@ -73,7 +75,8 @@ class HandoffEvent:
             correlation_id=message.correlation_id,
             reason=_text(params.get("reason")),
             summary=_text(params.get("summary")),
-            transcript=_text(params.get("transcript") or params.get("customerText")),
+            transcript=_turns(params.get("transcript")),
+            customer_text=_text(params.get("customerText")),
             entities=entities if isinstance(entities, dict) else {},
             user=user,
             order_id=_text(params.get("orderId")),
@@ -93,7 +96,8 @@ class HandoffEvent:
                 "correlationId": self.correlation_id,
                 "reason": self.reason,
                 "summary": self.summary,
-                "transcript": self.transcript,
+                "transcript": [dict(turn) for turn in self.transcript],
+                "customerText": self.customer_text,
                 "entities": dict(self.entities),
                 "user": dict(self.user),
                 "orderId": self.order_id,
@@ -103,6 +107,16 @@ class HandoffEvent:
             }
         )
         return result
+
+
+def _turns(value: Any) -> tuple[Mapping[str, str], ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(
+        {"role": _text(item.get("role")), "text": _text(item.get("text"))}
+        for item in value
+        if isinstance(item, dict)
+    )
 
 
 class HandoffHub:
