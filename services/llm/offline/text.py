@@ -1,5 +1,6 @@
 """Text helpers for the extractors: a folded copy whose positions line up with the original."""
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 
@@ -17,15 +18,18 @@ def prepare(text: str) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _fold_char(char: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", char.lower())
+    base = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return base[0] if base else char
+
+
+@functools.lru_cache(maxsize=1024)
 def fold_aligned(text: str) -> str:
     """Lower-case, accent-free copy of `text` with the same length, so a span found in the copy
     cuts the same characters out of the original: "Calle Álamo" -> "calle alamo"."""
-    out = []
-    for char in text:
-        decomposed = unicodedata.normalize("NFKD", char.lower())
-        base = "".join(c for c in decomposed if not unicodedata.combining(c))
-        out.append(base[0] if base else char)
-    return "".join(out)
+    return "".join(map(_fold_char, text))
 
 
 def blank(text: str, spans: Iterable[tuple[int, int]]) -> str:
