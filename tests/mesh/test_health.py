@@ -22,7 +22,7 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.retrieval.app import build_server as build_retrieval
 from services.retrieval.settings import RetrievalSettings
 from tests.support.calls import METADATA, demo_prompt
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 from tests.support.servers import llm_binding, running, started
 
 LLM_SERVICE = "metaagent.llm.v1.LlmService"
@@ -68,7 +68,8 @@ async def test_health_turns_serving_once_readiness_passes(settings: MeshSettings
 
 
 async def test_the_orchestrator_serves_only_once_its_dependencies_do(state_dir: Path) -> None:
-    ports = {name: free_port() for name in ("context", "retrieval", "llm")}
+    names = ("context", "retrieval", "llm")
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
     addresses = {f"{name}_addr": f"127.0.0.1:{port}" for name, port in ports.items()}
     common = {"state_dir": state_dir, **addresses}
     orchestrator = build_orchestrator(

@@ -16,7 +16,7 @@ from services.orchestrator.app import build_server as build_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.retrieval.app import build_server as build_retrieval
 from services.retrieval.settings import RetrievalSettings
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 
 
 @dataclass
@@ -30,9 +30,10 @@ class InProcessMesh:
 
 @asynccontextmanager
 async def inprocess_mesh(state_dir: Path, data_dir: Path) -> AsyncIterator[InProcessMesh]:
+    names = ("context", "retrieval", "llm", "orchestrator")
     addresses = {
-        f"{name}_addr": f"127.0.0.1:{free_port()}"
-        for name in ("context", "retrieval", "llm", "orchestrator")
+        f"{name}_addr": f"127.0.0.1:{port}"
+        for name, port in zip(names, free_ports(len(names)), strict=True)
     }
     common = {"state_dir": state_dir, **addresses}
     servers = {

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.ports import free_port
+from tests.support.ports import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 METAAGENT = [sys.executable, "-m", "cli"]
@@ -58,14 +58,16 @@ def mesh_environment(state_dir: Path) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.endswith("_ADDR") and key not in ("JWT_SECRET", "GATEWAY_PORT")
     }
+    gateway_port, *service_ports = free_ports(6)
+    components = ("context", "retrieval", "llm", "speech", "orchestrator")
     env.update(
         METAAGENT_STATE_DIR=str(state_dir),
-        GATEWAY_PORT=str(free_port()),
+        GATEWAY_PORT=str(gateway_port),
         GRPC_SHUTDOWN_GRACE_SECONDS="2",
         PYTHONUNBUFFERED="1",
         **{
-            f"{c.upper()}_ADDR": f"127.0.0.1:{free_port()}"
-            for c in ("context", "retrieval", "llm", "speech", "orchestrator")
+            f"{c.upper()}_ADDR": f"127.0.0.1:{port}"
+            for c, port in zip(components, service_ports, strict=True)
         },
     )
     return env
