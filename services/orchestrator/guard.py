@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
+from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.mesh.errors import MeshError
+from services.mesh.errors import MeshError, failed_precondition
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +126,23 @@ class TurnGuard:
                 )
             except (grpc.aio.AioRpcError, asyncio.CancelledError):
                 log.warning("could not release a session lease; it expires on its own")
+
+
+async def committed_turn(
+    clients: MeshClients, session_id: str, turn_id: str
+) -> conversation_pb2.ConversationTurn:
+    """The turn an earlier attempt committed under `turn_id` (ids derive from the correlation
+    id, so a retry that meets ALREADY_EXISTS answers from what was stored)."""
+    token = ""
+    while True:
+        page = await clients.context.ListTurns(
+            context_pb.ListTurnsRequest(session_id=session_id, page_size=500, page_token=token)
+        )
+        for stored in page.turns:
+            if stored.turn_id == turn_id:
+                return stored
+        token = page.next_page_token
+        if not token:
+            raise failed_precondition(
+                "this turn was committed but cannot be found", "TURN_NOT_FOUND"
+            )

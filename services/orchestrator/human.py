@@ -38,9 +38,10 @@ from services.mesh.errors import (
     not_found,
 )
 from services.orchestrator.actions import ConfirmationState, validate_actions
-from services.orchestrator.guard import TurnGuard
+from services.orchestrator.guard import TurnGuard, committed_turn
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.turn import turn_id
+from services.orchestrator.validation import session_id_violations
 
 __all__ = ["HumanReplies", "validate_human_reply"]
 
@@ -55,14 +56,7 @@ HUMAN_CONFIRMS = ConfirmationState(asked=True, confirmed=True)
 
 def validate_human_reply(request: pb.SubmitHumanReplyRequest, max_text_chars: int) -> None:
     """Raise INVALID_ARGUMENT listing every bad field of the request (actions aside)."""
-    violations: list[FieldViolation] = []
-    call = correlation.current()
-    if not request.session_id:
-        violations.append(FieldViolation("session_id", "is required"))
-    elif not correlation.ID_PATTERN.match(request.session_id):
-        violations.append(FieldViolation("session_id", "must be 1-128 of [A-Za-z0-9._:-]"))
-    elif call.session_id and call.session_id != request.session_id:
-        violations.append(FieldViolation("session_id", "differs from the x-session-id metadata"))
+    violations = session_id_violations(request.session_id)
     if not request.agent_id.strip():
         violations.append(FieldViolation("agent_id", "is required"))
     elif len(request.agent_id) > MAX_AGENT_ID_CHARS:
@@ -173,21 +167,5 @@ class HumanReplies:
                 raise not_found("the session does not exist", "SESSION_NOT_FOUND") from None
             if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-            return await self._committed(session_id, turn.turn_id)
+            return await committed_turn(self._clients, session_id, turn.turn_id)
         return committed.turns[-1] if committed.turns else turn
-
-    async def _committed(self, session_id: str, wanted: str) -> conversation_pb2.ConversationTurn:
-        """The reply an earlier attempt with this correlation id committed."""
-        token = ""
-        while True:
-            page = await self._clients.context.ListTurns(
-                context_pb.ListTurnsRequest(session_id=session_id, page_size=500, page_token=token)
-            )
-            for stored in page.turns:
-                if stored.turn_id == wanted:
-                    return stored
-            token = page.next_page_token
-            if not token:
-                raise failed_precondition(
-                    "this reply was committed but cannot be found", "TURN_NOT_FOUND"
-                )

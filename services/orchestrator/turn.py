@@ -32,7 +32,7 @@ from services.mesh.errors import MeshError, failed_precondition
 from services.orchestrator.actions import ConfirmationState, validate_actions
 from services.orchestrator.actions.validation import AWAITING
 from services.orchestrator.escalation import escalate
-from services.orchestrator.guard import TurnGuard
+from services.orchestrator.guard import TurnGuard, committed_turn
 from services.orchestrator.metrics import DEGRADED_TURNS, DROPPED_ACTIONS
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.validation import validate_process_request
@@ -246,7 +246,7 @@ class TurnProcessor:
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-            stored = await self._committed(session_id, agent_turn.turn_id)
+            stored = await committed_turn(self._clients, session_id, agent_turn.turn_id)
         if generation.degraded:
             DEGRADED_TURNS.labels("llm").inc()
         dependencies = list(turn.degraded_dependencies)
@@ -294,21 +294,3 @@ class TurnProcessor:
         copy = conversation_pb2.Action()
         copy.CopyFrom(action)
         return copy
-
-    async def _committed(
-        self, session_id: str, agent_turn_id: str
-    ) -> conversation_pb2.ConversationTurn:
-        """The reply an earlier attempt of this turn committed (found by its derived id)."""
-        token = ""
-        while True:
-            page = await self._clients.context.ListTurns(
-                context_pb.ListTurnsRequest(session_id=session_id, page_size=500, page_token=token)
-            )
-            for stored in page.turns:
-                if stored.turn_id == agent_turn_id:
-                    return stored
-            token = page.next_page_token
-            if not token:
-                raise failed_precondition(
-                    "this turn was committed but its reply cannot be found", "TURN_NOT_FOUND"
-                )

@@ -8,16 +8,21 @@ from services.mesh import correlation
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument
 
 
+def session_id_violations(session_id: str) -> list[FieldViolation]:
+    """What is wrong with a request's session id: missing, malformed, or not the metadata's."""
+    call = correlation.current()
+    if not session_id:
+        return [FieldViolation("session_id", "is required")]
+    if not correlation.ID_PATTERN.match(session_id):
+        return [FieldViolation("session_id", "must be 1-128 of [A-Za-z0-9._:-]")]
+    if call.session_id and call.session_id != session_id:
+        return [FieldViolation("session_id", "differs from the x-session-id metadata")]
+    return []
+
+
 def validate_process_request(request: pb.ProcessRequest, max_text_chars: int) -> None:
     """Raise INVALID_ARGUMENT listing every bad field; UNIMPLEMENTED for event input."""
-    violations: list[FieldViolation] = []
-    call = correlation.current()
-    if not request.session_id:
-        violations.append(FieldViolation("session_id", "is required"))
-    elif not correlation.ID_PATTERN.match(request.session_id):
-        violations.append(FieldViolation("session_id", "must be 1-128 of [A-Za-z0-9._:-]"))
-    elif call.session_id and call.session_id != request.session_id:
-        violations.append(FieldViolation("session_id", "differs from the x-session-id metadata"))
+    violations = session_id_violations(request.session_id)
     if request.channel not in conversation_pb2.Channel.values() or request.channel == 0:
         violations.append(FieldViolation("channel", "must be web, whatsapp, voice or instagram"))
     if not request.HasField("input"):
