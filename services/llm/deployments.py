@@ -1,10 +1,9 @@
 """The configured model deployments, in failover order (`LLM_PROVIDER_ORDER`)."""
 
-from typing import Any
-
 from services.llm.providers import ChatProvider
 from services.llm.settings import LlmSettings
 from services.mesh.backoff import RetryPolicy
+from services.mesh.entra import entra_token_provider
 
 
 def configured_deployments(settings: LlmSettings) -> list[ChatProvider]:
@@ -32,7 +31,9 @@ def configured_deployments(settings: LlmSettings) -> list[ChatProvider]:
             deployment_or_model=deployment,
             api_version=settings.azure_api_version,
             api_key=secret or None,
-            azure_ad_token_provider=None if secret else _entra_token_provider(),
+            azure_ad_token_provider=None
+            if secret
+            else entra_token_provider("AZURE_OPENAI_GPT5_KEY"),
             reasoning=settings.azure_reasoning,
             reasoning_effort=settings.reasoning_effort if settings.azure_reasoning else None,
             temperature=None if settings.azure_reasoning else settings.temperature,
@@ -64,16 +65,3 @@ def configured_deployments(settings: LlmSettings) -> list[ChatProvider]:
     return [
         OpenAIChatProvider(configs[name]) for name in settings.provider_order if name in configs
     ]
-
-
-def _entra_token_provider() -> Any:
-    try:
-        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
-    except ImportError as missing:
-        raise ImportError(
-            "Azure OpenAI without AZURE_OPENAI_GPT5_KEY uses Entra ID and needs the 'azure' "
-            "extra: pip install 'metaagent[azure]'"
-        ) from missing
-    return get_bearer_token_provider(
-        DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
-    )

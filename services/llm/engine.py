@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from metaagent.common.v1 import conversation_pb2
 from metaagent.llm.v1 import llm_service_pb2 as pb
 
@@ -348,7 +348,3 @@ class LlmEngine:
         generation.degraded = degraded
         async for event in self._replay(generation):
             yield event
-
-
-def entities_of(generation: pb.Generation) -> dict[str, Any]:
-    return json_format.MessageToDict(generation.entities)

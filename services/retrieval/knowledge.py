@@ -114,8 +114,15 @@ class KnowledgeBase:
     async def require_tenant(self, tenant_id: str) -> None:
         await self._tenants.require(tenant_id)
 
-    def validate(self, document: pb.Document, field: str = "documents") -> None:
+    def validate(
+        self, document: pb.Document, field: str = "documents", tenant_id: str = ""
+    ) -> None:
+        """A tenant's document as validate_document checks it, naming no other tenant."""
         validate_document(document, field, self._max_chars)
+        if tenant_id and document.tenant_id not in ("", tenant_id):
+            raise invalid_argument(
+                FieldViolation(f"{field}.tenant_id", "must be empty or the caller's tenant")
+            )
 
     async def upsert(
         self,
@@ -136,11 +143,7 @@ class KnowledgeBase:
         if violations:
             raise invalid_argument(*violations)
         for document in documents:
-            self.validate(document)
-            if document.tenant_id not in ("", tenant_id):
-                raise invalid_argument(
-                    FieldViolation("documents.tenant_id", "must be empty or the caller's tenant")
-                )
+            self.validate(document, tenant_id=tenant_id)
         for product in products:
             validate_product(product)
         await self.require_tenant(tenant_id)

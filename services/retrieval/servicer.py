@@ -109,11 +109,7 @@ class RetrievalServicer(retrieval_service_pb2_grpc.RetrievalServiceServicer):
         if item.HasField("product"):
             validate_product(item.product, field="product")
             return product_document(item.product)
-        self._knowledge.validate(item.document, field="document")
-        if item.document.tenant_id not in ("", tenant_id):
-            raise invalid_argument(
-                FieldViolation("document.tenant_id", "must be empty or the caller's tenant")
-            )
+        self._knowledge.validate(item.document, field="document", tenant_id=tenant_id)
         return item.document
 
     async def UpsertGlobalDocuments(

@@ -1,7 +1,9 @@
 """The embedder port: text in, L2-normalised vectors of a fixed dimension out."""
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from services.mesh.entra import entra_token_provider
 
 if TYPE_CHECKING:
     from services.retrieval.settings import RetrievalSettings
@@ -66,7 +68,9 @@ def _open_bare(settings: "RetrievalSettings") -> Embedder:
             deployment=settings.azure_embedding_deployment,
             api_version=settings.azure_embedding_api_version,
             api_key=key or None,
-            azure_ad_token_provider=None if key else entra_token_provider(),
+            azure_ad_token_provider=None
+            if key
+            else entra_token_provider("AZURE_OPENAI_EMBEDDING_KEY"),
             dimension=settings.embedding_dimensions,
         )
     if not settings.openai_embedding_base_url:
@@ -76,18 +80,4 @@ def _open_bare(settings: "RetrievalSettings") -> Embedder:
         model=settings.openai_embedding_model,
         api_key=settings.openai_embedding_key.get_secret_value() or "unused",
         dimension=settings.embedding_dimensions,
-    )
-
-
-def entra_token_provider() -> Any:
-    """Entra ID tokens for Azure OpenAI (azure-identity, the `azure` extra)."""
-    try:
-        from azure.identity.aio import DefaultAzureCredential, get_bearer_token_provider
-    except ImportError as missing:
-        raise ImportError(
-            "Azure OpenAI without AZURE_OPENAI_EMBEDDING_KEY uses Entra ID and needs the "
-            "'azure' extra: pip install 'metaagent[azure]'"
-        ) from missing
-    return get_bearer_token_provider(
-        DefaultAzureCredential(), "https://cognitiveservices.azure.com/.default"
     )
