@@ -15,8 +15,6 @@ in-process mesh with the demo tenant and the offline responder:
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -42,7 +40,7 @@ from services.orchestrator.escalation import (
     escalate,
     trigger_for,
 )
-from tests.support.inprocess_mesh import InProcessMesh, inprocess_mesh
+from tests.support.inprocess_mesh import InProcessMesh
 
 USER = conversation_pb2.TURN_ROLE_USER
 AGENT = conversation_pb2.TURN_ROLE_AGENT
@@ -57,19 +55,6 @@ ASK_FOR_PERSON = [
 ]
 UNCLEAR = ("zxqv blorp fnord", "qwerty plugh xyzzy")
 HANDOVER = ["create_ticket", "handoff_human"]
-
-
-@pytest.fixture
-async def mesh(state_dir: Path, tmp_path: Path) -> AsyncIterator[InProcessMesh]:
-    async with inprocess_mesh(state_dir, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def gateway(mesh: InProcessMesh) -> AsyncIterator[MeshClients]:
-    clients = mesh.clients("gateway")
-    yield clients
-    await clients.close()
 
 
 @pytest.fixture

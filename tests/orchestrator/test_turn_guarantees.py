@@ -3,8 +3,6 @@ per session, no second set of actions after a crash between commit and reply, an
 without documents when retrieval is down."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,23 +14,10 @@ from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.orchestrator.guard import TurnGuard
 from services.orchestrator.turn import TurnProcessor
-from tests.support.inprocess_mesh import InProcessMesh, inprocess_mesh
+from tests.support.inprocess_mesh import InProcessMesh
 
 BUY = "Quiero comprar la zapatilla Kobe, la dejé en el carrito."
 CONFIRM = "Sí, confirmo, en talla 43"
-
-
-@pytest.fixture
-async def mesh(state_dir: Path, tmp_path: Path) -> AsyncIterator[InProcessMesh]:
-    async with inprocess_mesh(state_dir, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def gateway(mesh: InProcessMesh) -> AsyncIterator[MeshClients]:
-    clients = mesh.clients("gateway")
-    yield clients
-    await clients.close()
 
 
 def _request(session_id: str, text: str) -> pb.ProcessRequest:

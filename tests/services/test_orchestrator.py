@@ -1,8 +1,5 @@
 """The turn over real services: answers, validation that persists nothing, streaming."""
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import grpc
 import pytest
 from metaagent.common.v1 import conversation_pb2
@@ -12,22 +9,9 @@ from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError
-from tests.support.inprocess_mesh import InProcessMesh, inprocess_mesh
+from tests.support.inprocess_mesh import InProcessMesh
 
 TEXT = "Quiero comprar la zapatilla Kobe, la dejé en el carrito."
-
-
-@pytest.fixture
-async def mesh(state_dir: Path, tmp_path: Path) -> AsyncIterator[InProcessMesh]:
-    async with inprocess_mesh(state_dir, tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-async def gateway(mesh: InProcessMesh) -> AsyncIterator[MeshClients]:
-    clients = mesh.clients("gateway")
-    yield clients
-    await clients.close()
 
 
 def _request(session_id: str = "s-1", text: str = TEXT, **overrides) -> pb.ProcessRequest:

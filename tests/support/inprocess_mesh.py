@@ -1,9 +1,14 @@
-"""Context, retrieval, LLM and orchestrator services in this process, over real mTLS."""
+"""Context, retrieval, LLM and orchestrator services in this process, over real mTLS.
+
+A pytest plugin (tests/conftest.py): the fixtures `mesh` (the four services, ready) and
+`gateway` (clients with the gateway's identity) serve every test that needs the mesh."""
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from services.context.app import build_server as build_context
 from services.context.settings import ContextSettings
@@ -59,3 +64,16 @@ async def inprocess_mesh(state_dir: Path, data_dir: Path) -> AsyncIterator[InPro
         for server in servers.values():
             await server.ready.wait()
         yield InProcessMesh(MeshSettings(**common), servers)
+
+
+@pytest.fixture
+async def mesh(state_dir: Path, tmp_path: Path) -> AsyncIterator[InProcessMesh]:
+    async with inprocess_mesh(state_dir, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def gateway(mesh: InProcessMesh) -> AsyncIterator[MeshClients]:
+    clients = mesh.clients("gateway")
+    yield clients
+    await clients.close()
