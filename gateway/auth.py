@@ -22,9 +22,16 @@ DEV_SECRET_FILE: Final = "jwt_secret"  # noqa: S105 - a file name, not a secret
 class AuthError(Exception):
     """A request whose credentials do not hold (401) or do not allow it (403)."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(
+        self, status: int, title: str, detail: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.title, self.detail = status, title, detail
+        self.headers = (
+            headers
+            if headers is not None
+            else ({"WWW-Authenticate": "Bearer"} if status == 401 else None)
+        )
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,11 @@ class Principal:
         """The tenant guard: a token acts only for its own tenant (platform-admin excepted)."""
         if self.role != "platform-admin" and self.tenant_id != tenant_id:
             raise AuthError(403, "Tenant mismatch", "the token does not belong to this tenant")
+
+    def require_role(self, *roles: str) -> None:
+        """Refuse (403) a principal whose role is not one of `roles`; platform-admin passes."""
+        if self.role != "platform-admin" and self.role not in roles:
+            raise AuthError(403, "Forbidden", f"this route needs the role {' or '.join(roles)}")
 
 
 def ensure_dev_jwt_secret(settings: GatewaySettings) -> bytes:

@@ -19,7 +19,12 @@ from tests.support.postgres import ThrowawayDatabase, create_test_database, drop
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_DSN = os.environ.get("TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
-pytest_plugins = ["tests.support.ci_guard", "tests.support.inprocess_mesh", "pytester"]
+pytest_plugins = [
+    "tests.support.ci_guard",
+    "tests.support.inprocess_mesh",
+    "tests.support.public_api",
+    "pytester",
+]
 
 
 def _reachable(host: str, port: int) -> bool:
