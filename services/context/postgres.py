@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 from google.protobuf import json_format
@@ -361,18 +362,40 @@ class PostgresStore:
         return _numbered_turns(rows, tenant_id, session_id)
 
     async def pending_outbox(
-        self, tenant_id: str | None, limit: int
+        self, tenant_id: str | None, limit: int, lease_seconds: int = 0, claimant: str = ""
     ) -> list[outbox_pb2.OutboxMessage]:
         tenant_filter = "" if tenant_id is None else "AND tenant_id = $3 "
-        params = [conversation_pb2.ACTION_STATUS_PENDING, limit]
+        params: list[Any] = [conversation_pb2.ACTION_STATUS_PENDING, limit]
+        params += [tenant_id] if tenant_id is not None else []
         async with self._tenant(tenant_id) as connection:
+            if lease_seconds <= 0:
+                rows = await connection.fetch(
+                    f"SELECT {_columns(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
+                    f"WHERE status = $1 {tenant_filter}ORDER BY position LIMIT $2",
+                    *params,
+                )
+                return [outbox_message_from(dict(row)) for row in rows]
+            # Claims are serialised so that the "no other lease on this session" test holds.
+            await connection.execute("SELECT pg_advisory_xact_lock(hashtext('outbox-claim'))")
+            lease, owner = len(params) + 1, len(params) + 2
             rows = await connection.fetch(
-                f"SELECT {_columns(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
-                f"WHERE status = $1 {tenant_filter}ORDER BY position LIMIT $2",
+                f"UPDATE outbox SET leased_until = now() + make_interval(secs => ${lease}), "  # noqa: S608
+                f"leased_by = ${owner} WHERE position IN (SELECT position FROM outbox AS o "
+                f"WHERE status = $1 {tenant_filter}"
+                f"AND (leased_until <= now() OR leased_by = ${owner}) AND NOT EXISTS ("
+                "SELECT 1 FROM outbox AS held WHERE held.tenant_id = o.tenant_id "
+                "AND held.session_id = o.session_id AND held.status = $1 "
+                f"AND held.leased_until > now() AND held.leased_by <> ${owner}) "
+                f"ORDER BY position LIMIT $2) RETURNING position, {_columns(PENDING_COLUMNS)}",
                 *params,
-                *([tenant_id] if tenant_id is not None else []),
+                float(lease_seconds),
+                claimant,
             )
-        return [outbox_message_from(dict(row)) for row in rows]
+        ordered = sorted(rows, key=lambda row: int(row["position"]))
+        return [
+            outbox_message_from({k: v for k, v in dict(row).items() if k != "position"})
+            for row in ordered
+        ]
 
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
@@ -381,7 +404,8 @@ class PostgresStore:
         tenant_filter = "" if tenant_id is None else "AND tenant_id = $5 "
         async with self._tenant(tenant_id) as connection:
             rows = await connection.fetch(
-                "UPDATE outbox SET status = $2, attempts = attempts + 1, last_error = $3 "  # noqa: S608
+                "UPDATE outbox SET status = $2, attempts = attempts + 1, last_error = $3, "  # noqa: S608
+                "leased_until = '-infinity', leased_by = '' "
                 f"WHERE message_id = ANY($1::text[]) AND status = $4 {tenant_filter}"
                 "RETURNING tenant_id, session_id",
                 list(message_ids),

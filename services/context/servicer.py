@@ -20,6 +20,7 @@ from services.mesh.errors import FieldViolation, MeshError, invalid_argument
 
 TRANSCRIPT_LIMIT = 500
 DEFAULT_OUTBOX_PAGE, MAX_OUTBOX_PAGE = 100, 500
+MAX_OUTBOX_LEASE_SECONDS, MAX_CLAIMANT_CHARS = 3600, 128
 OUTBOX_OUTCOMES = (
     conversation_pb2.ACTION_STATUS_PENDING,
     conversation_pb2.ACTION_STATUS_SENT,
@@ -186,10 +187,26 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
     async def ListOutbox(
         self, request: pb.ListOutboxRequest, context: Any
     ) -> pb.ListOutboxResponse:
+        violations = []
         if request.page_size < 0:
-            raise invalid_argument(FieldViolation("page_size", "must not be negative"))
+            violations.append(FieldViolation("page_size", "must not be negative"))
+        if not 0 <= request.lease_seconds <= MAX_OUTBOX_LEASE_SECONDS:
+            violations.append(
+                FieldViolation("lease_seconds", f"must be 0..{MAX_OUTBOX_LEASE_SECONDS}")
+            )
+        if len(request.claimant) > MAX_CLAIMANT_CHARS:
+            violations.append(
+                FieldViolation("claimant", f"must be at most {MAX_CLAIMANT_CHARS} characters")
+            )
+        if violations:
+            raise invalid_argument(*violations)
         size = min(request.page_size or DEFAULT_OUTBOX_PAGE, MAX_OUTBOX_PAGE)
-        messages = await self._book.pending_outbox(correlation.current().tenant_id or None, size)
+        messages = await self._book.pending_outbox(
+            correlation.current().tenant_id or None,
+            size,
+            request.lease_seconds,
+            request.claimant or correlation.current().caller,
+        )
         return pb.ListOutboxResponse(messages=messages)
 
     async def MarkOutbox(

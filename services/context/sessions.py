@@ -210,9 +210,9 @@ class ContextBook:
         return [turn for _, turn in page], token
 
     async def pending_outbox(
-        self, tenant_id: str | None, limit: int
+        self, tenant_id: str | None, limit: int, lease_seconds: int = 0, claimant: str = ""
     ) -> list[outbox_pb2.OutboxMessage]:
-        return await self._store.pending_outbox(tenant_id, limit)
+        return await self._store.pending_outbox(tenant_id, limit, lease_seconds, claimant)
 
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: list[str], status: int, error: str

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -125,6 +126,10 @@ MIGRATIONS = (
         PRIMARY KEY (tenant_id, user_id)
     );
     CREATE INDEX session_contexts_user ON session_contexts (tenant_id, user_id);
+    """,
+    """
+    ALTER TABLE outbox ADD COLUMN leased_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN leased_by TEXT NOT NULL DEFAULT '';
     """,
 )
 
@@ -459,18 +464,43 @@ class SqliteStore:
         return _numbered_turns(rows, tenant_id, session_id)
 
     async def pending_outbox(
-        self, tenant_id: str | None, limit: int
+        self, tenant_id: str | None, limit: int, lease_seconds: int = 0, claimant: str = ""
     ) -> list[outbox_pb2.OutboxMessage]:
         tenant_filter, params = _tenant_filter(tenant_id)
-        async with (
-            self._connection() as db,
-            db.execute(
+        pending = conversation_pb2.ACTION_STATUS_PENDING
+        if lease_seconds <= 0:
+            query = (
                 f"SELECT {', '.join(PENDING_COLUMNS)} FROM outbox "  # noqa: S608
-                f"WHERE status = ? {tenant_filter}ORDER BY rowid LIMIT ?",
-                (conversation_pb2.ACTION_STATUS_PENDING, *params, limit),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+                f"WHERE status = ? {tenant_filter}ORDER BY rowid LIMIT ?"
+            )
+            arguments: tuple[Any, ...] = (pending, *params, limit)
+        else:
+            now = time.time()
+            query = (
+                "UPDATE outbox SET leased_until = ?, leased_by = ? WHERE rowid IN ("  # noqa: S608
+                f"SELECT rowid FROM outbox AS o WHERE status = ? {tenant_filter}"
+                "AND (leased_until <= ? OR leased_by = ?) AND NOT EXISTS ("
+                "SELECT 1 FROM outbox AS held WHERE held.tenant_id = o.tenant_id "
+                "AND held.session_id = o.session_id AND held.status = ? "
+                "AND held.leased_until > ? AND held.leased_by <> ?) ORDER BY rowid LIMIT ?) "
+                f"RETURNING rowid, {', '.join(PENDING_COLUMNS)}"
+            )
+            arguments = (
+                now + lease_seconds,
+                claimant,
+                pending,
+                *params,
+                now,
+                claimant,
+                pending,
+                now,
+                claimant,
+                limit,
+            )
+        async with self._connection() as db, db.execute(query, arguments) as cursor:
+            rows: list[Sequence[Any]] = list(await cursor.fetchall())
+        if lease_seconds > 0:  # RETURNING has no order: rowid first, then the columns
+            rows = [row[1:] for row in sorted(rows, key=lambda row: int(row[0]))]
         return [outbox_message_from(_decode(PENDING_COLUMNS, row)) for row in rows]
 
     async def mark_outbox(
@@ -481,7 +511,8 @@ class SqliteStore:
         async with (
             self._connection() as db,
             db.execute(
-                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ? "  # noqa: S608
+                "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, "  # noqa: S608
+                "leased_until = 0, leased_by = '' "
                 f"WHERE message_id IN ({marks}) AND status = ? {tenant_filter}"
                 "RETURNING tenant_id, session_id",
                 (status, error, *message_ids, conversation_pb2.ACTION_STATUS_PENDING, *params),

@@ -75,10 +75,14 @@ class SessionStore(Protocol):
         """(seq, turn) pairs after `after_seq`, oldest first."""
 
     async def pending_outbox(
-        self, tenant_id: str | None, limit: int
+        self, tenant_id: str | None, limit: int, lease_seconds: int = 0, claimant: str = ""
     ) -> list[outbox_pb2.OutboxMessage]:
         """PENDING outbox messages, oldest first: one tenant's, or every tenant's (None, the
-        relay's sweep, which needs the relay's own access)."""
+        relay's sweep, which needs the relay's own access).
+
+        With `lease_seconds` > 0 the messages are claimed for `claimant`: until they are marked
+        or the lease runs out, no other claimant gets them, nor any message of a session that
+        has one; the same claimant (a relay restarted in place) takes them back at once."""
 
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str

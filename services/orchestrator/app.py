@@ -41,6 +41,8 @@ def build_relay(
         max_attempts=settings.outbox_max_attempts,
         batch_size=settings.outbox_batch_size,
         poll_interval=settings.outbox_poll_seconds,
+        lease_seconds=settings.outbox_lease_seconds,
+        claimant=settings.outbox_relay_id,
     )
     consumers = consumers or EmbeddedConsumers.create()
     return RelayRunner(relay, bus, local_consumers=consumers.all)

@@ -1,7 +1,8 @@
 """The outbox relay: publishes the actions the context service committed with their turns.
 
 A turn's actions and their outbox rows are written in one transaction (CommitTurn), whether or
-not the bus is up. The relay sweeps the pending rows (ListOutbox, oldest first, every tenant),
+not the bus is up. The relay sweeps the pending rows (ListOutbox, oldest first, every tenant,
+claimed under a lease so that several replicas never hold the same message or session),
 publishes them in order on the action bus with the action id as message id, and records the
 outcome (MarkOutbox):
 
@@ -124,6 +125,8 @@ class OutboxRelay:
         max_attempts: int = 20,
         batch_size: int = 100,
         poll_interval: float = 1.0,
+        lease_seconds: int = 60,
+        claimant: str = "",
         backoff: RetryPolicy = DEFAULT_BACKOFF,
         rng: random.Random | None = None,
     ) -> None:
@@ -131,9 +134,16 @@ class OutboxRelay:
         stub. `max_attempts`: publish attempts before a message is marked FAILED.
         `batch_size`: messages per sweep (ListOutbox caps it at 500). `poll_interval`: pause
         between sweeps when the outbox is empty; while the bus or the context service is down
-        the pause grows by `backoff` (jittered, capped at its max_delay)."""
+        the pause grows by `backoff` (jittered, capped at its max_delay). `lease_seconds`: how
+        long a sweep's messages are claimed, so that other relay replicas skip them (and their
+        sessions); it must outlast a publish. `claimant`: this relay's name, unique per replica
+        and kept across restarts (the pod name); a fresh uuid when not given."""
         if max_attempts < 1 or not 1 <= batch_size <= 500 or poll_interval < 0:
             raise ValueError("max_attempts >= 1, 1 <= batch_size <= 500, poll_interval >= 0")
+        if not 1 <= lease_seconds <= 3600:
+            raise ValueError("1 <= lease_seconds <= 3600")
+        self._lease_seconds = lease_seconds
+        self.claimant = claimant or f"relay-{uuid.uuid4().hex}"
         self._stub = context if callable(context) else _stub_of(context)
         self._bus = bus
         self._max_attempts = max_attempts
@@ -185,7 +195,13 @@ class OutboxRelay:
     async def _sweep(self, report: RelayReport) -> None:
         stub = self._stub()
         try:
-            listed = await stub.ListOutbox(context_pb.ListOutboxRequest(page_size=self._batch_size))
+            listed = await stub.ListOutbox(
+                context_pb.ListOutboxRequest(
+                    page_size=self._batch_size,
+                    lease_seconds=self._lease_seconds,
+                    claimant=self.claimant,
+                )
+            )
         except grpc.aio.AioRpcError as error:
             self._context_failed(report, "ListOutbox", error)
             return

@@ -1,5 +1,7 @@
 """Orchestrator settings."""
 
+import socket
+
 from pydantic import Field, SecretStr
 
 from services.mesh.settings import MeshSettings
@@ -25,5 +27,11 @@ class OrchestratorSettings(MeshSettings):
     """Publish attempts before an action is dead-lettered (status failed)."""
     outbox_batch_size: int = Field(100, ge=1, le=500, validation_alias="OUTBOX_BATCH_SIZE")
     outbox_poll_seconds: float = Field(1.0, ge=0, validation_alias="OUTBOX_POLL_SECONDS")
+    outbox_lease_seconds: int = Field(60, ge=1, le=3600, validation_alias="OUTBOX_LEASE_SECONDS")
+    """How long a sweep holds the messages it claimed (replicas never share a message)."""
+    outbox_relay_id: str = Field(
+        default_factory=socket.gethostname, max_length=128, validation_alias="OUTBOX_RELAY_ID"
+    )
+    """The relay's claimant name: unique per replica, kept across restarts (the pod name)."""
     run_relay: bool = Field(True, validation_alias="ORCHESTRATOR_RUN_RELAY")
     """Run the outbox relay in this process (one replica should; see README: Actions)."""

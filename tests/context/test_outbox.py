@@ -1,5 +1,6 @@
 """The outbox for the relay: pending messages, publish outcomes, statuses on the turns."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -121,3 +122,83 @@ async def test_the_relay_login_reaches_the_outbox_and_nothing_else(
             await relay.execute("DELETE FROM outbox")
     finally:
         await relay.close()
+
+
+async def _actions_in_sessions(
+    store: SessionStore, tenant: str, sessions: int, per_session: int
+) -> dict[str, list[str]]:
+    """`per_session` committed actions in each of `sessions` sessions, by session id."""
+    ids: dict[str, list[str]] = {}
+    for number in range(sessions):
+        session = f"lease-{number}"
+        await store.create_session(tenant, session, "u1", 1)
+        for _ in range(per_session):
+            turn = conversation_pb2.ConversationTurn(
+                role=conversation_pb2.TURN_ROLE_AGENT,
+                text="ok",
+                actions=[conversation_pb2.Action(type="create_ticket")],
+            )
+            [stored] = await store.commit_turns(tenant, session, [turn], None)
+            ids.setdefault(session, []).append(stored.actions[0].action_id)
+    return ids
+
+
+async def test_a_claim_hides_its_messages_and_their_sessions_from_other_claimants(
+    store: SessionStore, tenant: str
+) -> None:
+    ids = await _actions_in_sessions(store, tenant, sessions=3, per_session=2)
+    first = await store.pending_outbox(tenant, 3, lease_seconds=60, claimant="relay-a")
+    # oldest first: both of lease-0's messages and the first of lease-1's
+    assert [m.message_id for m in first] == [*ids["lease-0"], ids["lease-1"][0]]
+    second = await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-b")
+    assert [m.message_id for m in second] == ids["lease-2"], "lease-1 stays with relay-a"
+    assert await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-c") == []
+    listed = await store.pending_outbox(tenant, 10)
+    assert len(listed) == 6, "a plain listing (no lease) still shows every pending message"
+    again = await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-a")
+    assert {m.message_id for m in again} == {*ids["lease-0"], *ids["lease-1"]}, (
+        "a relay restarted under its own name takes its leases back, and the rest of them"
+    )
+
+
+async def test_marking_releases_a_lease(store: SessionStore, tenant: str) -> None:
+    ids = await _actions_in_sessions(store, tenant, sessions=1, per_session=2)
+    claimed = await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-a")
+    assert len(claimed) == 2
+    await store.mark_outbox(tenant, [ids["lease-0"][0]], SENT, "")
+    await store.mark_outbox(tenant, [ids["lease-0"][1]], PENDING, "broker timeout")
+    retried = await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-b")
+    assert [(m.message_id, m.attempts) for m in retried] == [(ids["lease-0"][1], 1)]
+
+
+async def test_an_expired_lease_lets_another_claimant_in(store: SessionStore, tenant: str) -> None:
+    ids = await _actions_in_sessions(store, tenant, sessions=1, per_session=1)
+    assert len(await store.pending_outbox(tenant, 10, lease_seconds=1, claimant="relay-a")) == 1
+    assert await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-b") == []
+    await asyncio.sleep(1.2)
+    taken = await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-b")
+    assert [m.message_id for m in taken] == ids["lease-0"]
+
+
+async def test_concurrent_claims_never_share_a_message_or_split_a_session(
+    store: SessionStore, tenant: str
+) -> None:
+    ids = await _actions_in_sessions(store, tenant, sessions=8, per_session=3)
+    session_of = {mid: session for session, mids in ids.items() for mid in mids}
+    claims = await asyncio.gather(
+        *(
+            store.pending_outbox(tenant, 5, lease_seconds=60, claimant=f"relay-{n}")
+            for n in range(6)
+        )
+    )
+    taken = [m.message_id for claim in claims for m in claim]
+    assert len(taken) == len(set(taken)), "a message went to two claimants"
+    owners: dict[str, set[int]] = {}
+    for number, claim in enumerate(claims):
+        for message in claim:
+            owners.setdefault(session_of[message.message_id], set()).add(number)
+    assert all(len(who) == 1 for who in owners.values()), owners
+    for claim in claims:
+        for session in {session_of[m.message_id] for m in claim}:
+            mine = [m.message_id for m in claim if session_of[m.message_id] == session]
+            assert mine == ids[session][: len(mine)], "a session's oldest messages come first"

@@ -2,11 +2,14 @@
 
 from pathlib import Path
 
+import grpc
+import pytest
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
+from services.mesh.errors import MeshError
 from tests.support.context_service import context_service
 
 
@@ -56,3 +59,24 @@ async def test_the_relay_sweeps_marks_and_the_session_shows_it(
     assert after.messages == []
     assert fresh.cache_hit is False
     assert fresh.context.recent_turns[-1].actions[0].status == conversation_pb2.ACTION_STATUS_SENT
+
+
+async def test_bad_lease_requests_are_invalid_argument_naming_each_field(
+    state_dir: Path, tmp_path: Path
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'context.db'}"
+    async with context_service(state_dir, store_url=store_url) as client_settings:
+        relay = MeshClients(client_settings, "orchestrator")
+        try:
+            with correlation.bound(correlation.CallContext(correlation_id="corr-sweep")):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await relay.context.ListOutbox(
+                        pb.ListOutboxRequest(page_size=-1, lease_seconds=3601, claimant="x" * 129)
+                    )
+                claimed = await relay.context.ListOutbox(pb.ListOutboxRequest(lease_seconds=30))
+        finally:
+            await relay.close()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in MeshError.from_dependency(refused.value).violations}
+    assert fields == {"page_size", "lease_seconds", "claimant"}
+    assert claimed.messages == []

@@ -176,7 +176,7 @@ async def test_bus_down_then_crash_mid_batch_nothing_lost_nothing_doubled(
     # The bus recovers; the relay dies after the bus took 3 messages, before marking them.
     bus.failing = False
     crashing = CrashingBus(bus, after=3)
-    doomed = OutboxRelay(clients, crashing, batch_size=5, backoff=FAST)
+    doomed = OutboxRelay(clients, crashing, batch_size=5, backoff=FAST, claimant="relay-0")
     stop = asyncio.Event()
     task = asyncio.create_task(doomed.run(stop))
     await asyncio.wait_for(crashing.crashed.wait(), 5)
@@ -185,8 +185,9 @@ async def test_bus_down_then_crash_mid_batch_nothing_lost_nothing_doubled(
         await task
     assert len(await pending(clients)) == len(every_id), "published but not marked: still pending"
 
-    # A new relay instance republishes those 3 (dropped as duplicates) and the rest.
-    restarted = OutboxRelay(clients, bus, batch_size=5, backoff=FAST)
+    # Restarted in place (same claimant name), the relay takes its leases back at once and
+    # republishes those 3 (dropped as duplicates) and the rest.
+    restarted = OutboxRelay(clients, bus, batch_size=5, backoff=FAST, claimant="relay-0")
     await _sweep_until_empty(restarted)
     await asyncio.wait_for(bus.drain(), 5)
 
@@ -213,11 +214,12 @@ async def test_without_broker_dedup_idempotent_consumers_act_once_after_a_crash(
     await subscribe_local(bus, consumers.all)
 
     crashing = CrashingBus(bus, after=4)
-    task = asyncio.create_task(OutboxRelay(clients, crashing, batch_size=6).run(asyncio.Event()))
+    doomed = OutboxRelay(clients, crashing, batch_size=6, claimant="relay-0")
+    task = asyncio.create_task(doomed.run(asyncio.Event()))
     await asyncio.wait_for(crashing.crashed.wait(), 5)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    await _sweep_until_empty(OutboxRelay(clients, bus, batch_size=6))
+    await _sweep_until_empty(OutboxRelay(clients, bus, batch_size=6, claimant="relay-0"))
     await asyncio.wait_for(bus.drain(), 5)
 
     assert bus.duplicates == 0 and len(bus.published) == 12 + 4, "4 delivered twice"
@@ -395,3 +397,50 @@ async def test_a_sweep_that_raises_unexpectedly_does_not_end_the_relay(
     await task
     assert calls[0] >= 2
     assert await statuses(clients, "demo", "s-bug") == dict.fromkeys(ids, SENT)
+
+
+async def test_a_crashed_relays_leases_hold_off_other_replicas_until_they_expire(
+    clients: MeshClients,
+) -> None:
+    await _turns(clients, rounds=1)
+    crashing = CrashingBus(LocalBus(), after=0)
+    doomed = OutboxRelay(clients, crashing, batch_size=100, lease_seconds=1, claimant="pod-a")
+    task = asyncio.create_task(doomed.run(asyncio.Event()))
+    await asyncio.wait_for(crashing.crashed.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    bus = LocalBus()
+    other = OutboxRelay(clients, bus, batch_size=100, claimant="pod-b")
+    assert (await other.run_once()).listed == 0, "pod-a's messages are still leased"
+    await asyncio.sleep(1.2)
+    await _sweep_until_empty(other)
+    assert other.totals.published == 6
+    assert await pending(clients) == {}
+
+
+async def test_replicas_sweeping_together_publish_each_action_once_in_session_order(
+    clients: MeshClients,
+) -> None:
+    committed = await _turns(clients, rounds=4)
+    bus = LocalBus(duplicate_window=0)  # no broker dedup: a double publish would show
+    recorder = Recorder()
+    await bus.subscribe("action.", recorder, name="all-actions")
+    relays = [OutboxRelay(clients, bus, batch_size=2, claimant=f"pod-{n}") for n in range(4)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        idle = 0
+        while idle < 3:
+            report = await relay.run_once()
+            assert not report.failed, report
+            idle = idle + 1 if report.listed == 0 else 0
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(drain(relay) for relay in relays))
+    await asyncio.wait_for(bus.drain(), 5)
+    delivered = Counter(recorder.ids())
+    every_id = [i for ids in committed.values() for i in ids]
+    assert set(delivered) == set(every_id) and max(delivered.values()) == 1
+    assert sum(relay.totals.published for relay in relays) == len(every_id)
+    assert sum(1 for relay in relays if relay.totals.published) > 1, "the work was shared"
+    for (_, session), ids in committed.items():
+        assert [m.message_id for m in recorder.deliveries if m.session_id == session] == ids
