@@ -2,9 +2,10 @@
 
 Mesh: the gateway app (JWT, validation, problem mapping) driven in-process through httpx's
 ASGITransport, then the orchestrator, context (SQLite in a temporary directory, in-process
-cache, leases and claims), retrieval (`memory://` vectors, offline embedder) and LLM (no
-deployment: the offline responder, effectively instant) servers, all in this process and event
-loop, over real mTLS. Baseline (bench/baseline.py): a FastAPI endpoint, driven the same way,
+cache, leases and claims), retrieval (`memory://` vectors, offline embedder) and LLM servers,
+all in this process and event loop, over real mTLS; the LLM service's one deployment is an instant provider (a canned
+structured answer, no network), so the mesh pays for its engine (prompt building, limits,
+breaker, parsing) but not for a model. Baseline (bench/baseline.py): a FastAPI endpoint, driven the same way,
 making the same ten gRPC hops (plaintext, raw bytes) and the same core SQLite calls.
 
 Both get WARMUP turns, then TURNS turns from CONCURRENCY clients; each turn has a fresh
@@ -14,6 +15,7 @@ waits). The goal is at least 0.6 of the baseline's throughput; it is reported, n
 """
 
 import asyncio
+import json
 import logging
 import socket
 import statistics
@@ -36,6 +38,7 @@ from gateway.settings import GatewaySettings
 from services.context.app import build_server as build_context
 from services.context.settings import ContextSettings
 from services.llm.app import build_server as build_llm
+from services.llm.providers import ChatCompletion, ChatDelta, ChatRequest, ChatUsage
 from services.llm.settings import LlmSettings
 from services.mesh import correlation
 from services.mesh.certs import ensure_dev_pki
@@ -51,6 +54,33 @@ TENANT = "demo"
 TEXT = "Quiero comprar la zapatilla Kobe, la dejé en el carrito."
 GOAL = 0.6
 MESH_PATH, BASELINE_PATH = "/v2/agents/meta-agent/process", "/turn"
+
+
+INSTANT_ANSWER = json.dumps(
+    {
+        "reply": "La Kobe 6 Protro cuesta 189,99 EUR. ¿En qué talla la quieres?",
+        "intent": "checkout_flow",
+        "confidence": 0.92,
+        "actions": [],
+        "entities_json": json.dumps({"product": "Kobe 6 Protro"}),
+    }
+)
+
+
+class InstantProvider:
+    """A chat deployment that answers at once with a canned structured answer."""
+
+    name, model, context_tokens = "instant/bench", "instant", 16_000
+
+    async def complete(self, request: ChatRequest) -> ChatCompletion:
+        return ChatCompletion(INSTANT_ANSWER, ChatUsage(120, 30, 150), self.model, "stop")
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatDelta | ChatCompletion]:
+        yield ChatDelta(INSTANT_ANSWER)
+        yield await self.complete(request)
+
+    async def aclose(self) -> None:
+        pass
 
 
 @dataclass
@@ -110,10 +140,9 @@ async def _embedded_mesh(state_dir: Path) -> AsyncIterator[FastAPI]:
             LlmSettings(
                 **common,
                 grpc_listen_addr=addresses["llm_addr"],
-                azure_endpoint="",
-                failover_endpoint="",
-                openai_base_url="",
-            )
+                requests_per_minute=0,
+            ),
+            [InstantProvider()],
         ),
         build_orchestrator(
             OrchestratorSettings(**common, grpc_listen_addr=addresses["orchestrator_addr"])
@@ -231,7 +260,7 @@ async def run() -> None:
     print(baseline.row("baseline"))
     print(
         "  mesh:     gateway app (httpx ASGITransport) -> orchestrator -> context (SQLite + "
-        "memory cache), retrieval (memory://), LLM (offline responder); mTLS, one process"
+        "memory cache), retrieval (memory://), LLM (instant provider); mTLS, one process"
     )
     print(
         f"  baseline: FastAPI endpoint (httpx ASGITransport) -> {HOPS_PER_TURN} plaintext "

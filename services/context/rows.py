@@ -7,12 +7,27 @@ defined once, here.
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.internal import type_checkers
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
+
+MessageT = TypeVar("MessageT", bound=Message)
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+_ACTION_KEYS = frozenset({"actionId", "type", "params", "status"})
 
 TURN_COLUMNS = (
     "turn_id",
@@ -98,6 +113,76 @@ def prepare_turn(
     return record
 
 
+def message_dict(message: Message) -> dict[str, Any]:
+    """`json_format.MessageToDict` for a message of scalar and enum fields, several times
+    faster (the turn path converts a few per call); anything else goes to json_format."""
+    result: dict[str, Any] = {}
+    for field, value in message.ListFields():
+        if field.type == FieldDescriptor.TYPE_MESSAGE or field.is_repeated:
+            return json_format.MessageToDict(message)
+        if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
+            known = field.enum_type.values_by_number.get(value)
+            value = known.name if known is not None else value
+        elif field.type == FieldDescriptor.TYPE_FLOAT:
+            value = type_checkers.ToShortestFloat(value)
+        elif field.type in _INT64_TYPES:
+            value = str(value)
+        result[field.json_name] = value
+    return result
+
+
+def message_into(values: dict[str, Any], message: MessageT) -> MessageT:
+    """`json_format.ParseDict` for what `message_dict` writes, several times faster;
+    anything it does not recognise goes to json_format."""
+    fields = message.DESCRIPTOR.fields_by_camelcase_name
+    try:
+        for key, value in values.items():
+            field = fields[key]
+            if field.type == FieldDescriptor.TYPE_MESSAGE or field.is_repeated:
+                raise KeyError(key)
+            if field.enum_type is not None and isinstance(value, str):
+                value = field.enum_type.values_by_name[value].number
+            elif field.type in _INT64_TYPES:
+                value = int(value)
+            setattr(message, field.name, value)
+    except (KeyError, TypeError, ValueError):
+        message.Clear()
+        return json_format.ParseDict(values, message)
+    return message
+
+
+def action_dict(action: conversation_pb2.Action) -> dict[str, Any]:
+    """`json_format.MessageToDict(action)`, without its generic walk."""
+    result: dict[str, Any] = {}
+    if action.action_id:
+        result["actionId"] = action.action_id
+    if action.type:
+        result["type"] = action.type
+    if action.HasField("params"):
+        result["params"] = json_format.MessageToDict(action.params)
+    if action.status:
+        result["status"] = conversation_pb2.ActionStatus.Name(action.status)
+    return result
+
+
+def action_into(values: dict[str, Any], action: conversation_pb2.Action) -> conversation_pb2.Action:
+    """`json_format.ParseDict` for an action as `action_dict` writes it."""
+    if values.keys() <= _ACTION_KEYS:
+        try:
+            action.action_id = values.get("actionId", "")
+            action.type = values.get("type", "")
+            if "params" in values:
+                action.params.update(values["params"])
+            status = values.get("status", 0)
+            action.status = (
+                conversation_pb2.ActionStatus.Value(status) if isinstance(status, str) else status
+            )
+            return action
+        except (AttributeError, TypeError, ValueError):
+            action.Clear()
+    return json_format.ParseDict(values, action)
+
+
 def turn_values(record: conversation_pb2.ConversationTurn, seq: int) -> tuple[Any, ...]:
     """Values for TURN_COLUMNS."""
     return (
@@ -107,8 +192,8 @@ def turn_values(record: conversation_pb2.ConversationTurn, seq: int) -> tuple[An
         seq,
         record.role,
         record.text,
-        [json_format.MessageToDict(action) for action in record.actions],
-        json_format.MessageToDict(record.metadata),
+        [action_dict(action) for action in record.actions],
+        message_dict(record.metadata),
         record.correlation_id,
         record.timestamp.ToDatetime(UTC),
     )
@@ -124,7 +209,7 @@ def outbox_values(record: conversation_pb2.ConversationTurn) -> list[tuple[Any, 
             record.turn_id,
             record.correlation_id,
             action.type,
-            json_format.MessageToDict(action),
+            action_dict(action),
             action.status,
         )
         for action in record.actions
@@ -145,8 +230,8 @@ def turn_from(
         timestamp=timestamp(values["timestamp"]),
     )
     for action in values["actions"]:
-        json_format.ParseDict(action, turn.actions.add())
-    json_format.ParseDict(values["metadata"], turn.metadata)
+        action_into(action, turn.actions.add())
+    message_into(values["metadata"], turn.metadata)
     return turn
 
 
@@ -158,7 +243,7 @@ def outbox_message_from(values: dict[str, Any]) -> outbox_pb2.OutboxMessage:
         session_id=values["session_id"],
         correlation_id=values["correlation_id"],
         topic=f"action.{values['action_type']}",
-        action=json_format.ParseDict(values["payload"], conversation_pb2.Action()),
+        action=action_into(values["payload"], conversation_pb2.Action()),
         attempts=values["attempts"],
         last_error=values["last_error"],
         created_at=timestamp(values["created_at"]),

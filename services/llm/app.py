@@ -8,6 +8,7 @@ from services.llm.deployments import configured_deployments
 from services.llm.engine import EnginePolicy, LlmEngine
 from services.llm.limits import open_tenant_limits
 from services.llm.offline import OfflineResponder
+from services.llm.providers import ChatProvider
 from services.llm.response_cache import open_response_cache
 from services.llm.servicer import LlmServicer
 from services.llm.settings import LlmSettings
@@ -19,9 +20,12 @@ def _breaker_changed(name: str, old: str, new: str) -> None:
     metrics.CIRCUIT_OPEN.labels(name).set(0 if new == "closed" else 1)
 
 
-def build_engine(settings: LlmSettings) -> LlmEngine:
+def build_engine(
+    settings: LlmSettings, deployments: list[ChatProvider] | None = None
+) -> LlmEngine:
+    """The engine over `deployments` (default: the configured ones)."""
     return LlmEngine(
-        configured_deployments(settings),
+        configured_deployments(settings) if deployments is None else deployments,
         BreakerBoard(
             settings.breaker_failures,
             settings.breaker_reset_seconds,
@@ -39,8 +43,10 @@ def build_engine(settings: LlmSettings) -> LlmEngine:
     )
 
 
-def build_server(settings: LlmSettings) -> MeshServer:
-    engine = build_engine(settings)
+def build_server(
+    settings: LlmSettings, deployments: list[ChatProvider] | None = None
+) -> MeshServer:
+    engine = build_engine(settings, deployments)
     return MeshServer(
         identity.LLM,
         settings,

@@ -138,7 +138,6 @@ def ensure_dev_pki(
 
 
 @lru_cache(maxsize=256)
-@lru_cache(maxsize=256)
 def identity_of(certificate_pem: bytes) -> str | None:
     """The mesh identity a peer certificate proves (its SPIFFE URI SAN), or None. Cached by the
     certificate's bytes: every call from a peer presents the same (already verified) one."""

@@ -22,7 +22,7 @@ from metaagent.retrieval.v1 import retrieval_service_pb2, retrieval_service_pb2_
 from metaagent.speech.v1 import speech_service_pb2, speech_service_pb2_grpc
 
 from services.mesh import identity
-from services.mesh.interceptors import client_interceptors
+from services.mesh.outbound import OutboundChannel
 from services.mesh.settings import MeshSettings
 from services.mesh.tls import MeshTls
 
@@ -95,12 +95,10 @@ def open_channel(
         ]
     else:
         options.append(("grpc.enable_retries", 0))
-    return grpc.aio.secure_channel(
-        address or settings.address_of(target),
-        tls.channel_credentials(),
-        options=options,
-        interceptors=client_interceptors(settings.grpc_default_timeout_seconds),
+    channel = grpc.aio.secure_channel(
+        address or settings.address_of(target), tls.channel_credentials(), options=options
     )
+    return OutboundChannel(channel, settings.grpc_default_timeout_seconds)  # type: ignore[return-value]
 
 
 class MeshClients:

@@ -1,4 +1,6 @@
-"""Server and client interceptors: identity, policy, correlation metadata, deadlines, errors.
+"""The server interceptor: identity, policy, correlation metadata, deadlines, errors.
+
+Outbound calls get their metadata and deadline from services/mesh/outbound.py.
 
 On the way in every call is checked in this order, failing closed:
 1. the peer proves a mesh identity with its certificate (else UNAUTHENTICATED);
@@ -32,9 +34,6 @@ from services.mesh.policy import MethodPolicy, lookup
 log = logging.getLogger("metaagent.rpc")
 
 PEM_CERT_PROPERTY = "x509_pem_cert"
-TRANSIT_MARGIN_SECONDS = 0.005
-"""Kept back from a propagated deadline: gRPC sends timeouts, not instants, so each hop's
-transit time would otherwise be handed to the next hop on top of what was left."""
 SERVER_FAULTS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
@@ -98,6 +97,9 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         self._policies = policies
         self._ready = ready
+        self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        """Guarded handlers by method, built on first call: the servicers' handlers never
+        change, and building one per call is measurable. Unknown methods are not kept."""
 
     async def intercept_service(
         self,
@@ -106,11 +108,15 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
         ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
         method: str = handler_call_details.method
-        return _wrap(handler, self._guard(method, lookup(self._policies, method)))
+        wrapped = self._wrapped.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:
+                return None
+            wrapped = _wrap(handler, self._guard(method, lookup(self._policies, method)))
+            self._wrapped[method] = wrapped
+        return wrapped
 
     def _guard(
         self, method: str, policy: MethodPolicy | None
@@ -266,83 +272,3 @@ def _wrap(
                 yield response
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
-
-
-class _Outbound:
-    """Adds the bound correlation metadata and the propagated deadline to a call; a call whose
-    inbound deadline has already passed is not started at all (DEADLINE_EXCEEDED)."""
-
-    def __init__(self, default_timeout: float) -> None:
-        self._default_timeout = default_timeout
-
-    def details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        call = correlation.current()
-        metadata = grpc.aio.Metadata()
-        present: set[str] = set()
-        for key, value in details.metadata or ():
-            metadata.add(key, value)
-            present.add(key)
-        for key, value in call.outbound_metadata():
-            if key not in present:
-                metadata.add(key, value)
-        timeout = details.timeout if details.timeout is not None else self._default_timeout
-        remaining = call.time_remaining()
-        if remaining is not None:
-            if remaining <= 0:
-                raise grpc.aio.AioRpcError(
-                    grpc.StatusCode.DEADLINE_EXCEEDED,
-                    grpc.aio.Metadata(),
-                    grpc.aio.Metadata(),
-                    details="the inbound deadline has passed; the call was not started",
-                )
-            timeout = min(timeout, remaining - min(TRANSIT_MARGIN_SECONDS, remaining / 10))
-        return grpc.aio.ClientCallDetails(
-            details.method, timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, outbound: _Outbound) -> None:
-        self._outbound = outbound
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._outbound.details(details), request)
-
-
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, outbound: _Outbound) -> None:
-        self._outbound = outbound
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._outbound.details(details), request)
-
-
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):
-    def __init__(self, outbound: _Outbound) -> None:
-        self._outbound = outbound
-
-    async def intercept_stream_unary(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._outbound.details(details), request_iterator)
-
-
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):
-    def __init__(self, outbound: _Outbound) -> None:
-        self._outbound = outbound
-
-    async def intercept_stream_stream(
-        self, continuation: Any, details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._outbound.details(details), request_iterator)
-
-
-def client_interceptors(default_timeout: float) -> list[grpc.aio.ClientInterceptor]:
-    """One interceptor per call shape (grpc.aio dispatches on the first base that matches)."""
-    outbound = _Outbound(default_timeout)
-    return [
-        _UnaryUnary(outbound),
-        _UnaryStream(outbound),
-        _StreamUnary(outbound),
-        _StreamStream(outbound),
-    ]
