@@ -27,22 +27,31 @@ from typing import Any
 import grpc
 
 from services.mesh import correlation
-from services.mesh.certs import identity_of
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument, unavailable
+from services.mesh.identity import identity_from_spiffe
 from services.mesh.policy import MethodPolicy, lookup
 
 log = logging.getLogger("metaagent.rpc")
 
-PEM_CERT_PROPERTY = "x509_pem_cert"
+SAN_PROPERTY = "x509_subject_alternative_name"
 SERVER_FAULTS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
 
 
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """The mesh identity proven by the peer's verified client certificate."""
-    certificates = list(context.auth_context().get(PEM_CERT_PROPERTY) or [])
-    return identity_of(certificates[0]) if certificates else None
+    """The mesh identity proven by the peer's verified client certificate: its one SPIFFE URI
+    among the subject alternative names gRPC reports for the peer (`peer_identities`, several
+    times cheaper than the whole auth context with the PEM certificate)."""
+    if context.peer_identity_key() != SAN_PROPERTY:
+        return None
+    identities = {
+        identity_from_spiffe(value.decode("ascii", "replace"))
+        for value in context.peer_identities() or ()
+        if value.startswith(b"spiffe://")
+    }
+    identities.discard(None)
+    return identities.pop() if len(identities) == 1 else None
 
 
 def read_call_context(

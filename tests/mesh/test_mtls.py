@@ -1,14 +1,20 @@
 """mTLS on every hop: who is refused at the handshake, who is refused by policy."""
 
+import datetime as dt
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.rpc import error_details_pb2, status_pb2
 from metaagent.llm.v1 import llm_service_pb2_grpc
 
 from services.llm.app import build_server
 from services.llm.settings import LlmSettings
+from services.mesh.certs import Authority
 from services.mesh.clients import open_channel, serving_status
 from services.mesh.errors import STATUS_DETAILS_KEY
 from services.mesh.settings import MeshSettings
@@ -97,3 +103,51 @@ async def test_a_client_refuses_a_server_that_is_not_the_service_it_meant(
     settings = MeshSettings(state_dir=state_dir, context_addr=llm_address, grpc_retry_attempts=1)
     async with open_channel(settings, "orchestrator", "context") as channel:
         assert await _refused(channel) == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("name", ["not-a-mesh-identity", "orchestrator@other-domain"])
+async def test_a_mesh_ca_certificate_naming_no_mesh_identity_is_unauthenticated(
+    state_dir: Path, llm_address: str, name: str
+) -> None:
+    authority = Authority.load(state_dir / "certs")
+    key, certificate = authority.issue(name)
+    if "@" in name:  # the right name, in another trust domain
+        key, certificate = _issue_with_uri(authority, "spiffe://other.domain/orchestrator")
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(state_dir / "certs" / "ca.pem").read_bytes(),
+        private_key=key,
+        certificate_chain=certificate,
+    )
+    options = [("grpc.ssl_target_name_override", "llm")]
+    async with grpc.aio.secure_channel(llm_address, credentials, options=options) as channel:
+        assert await _refused(channel) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def _issue_with_uri(authority: Authority, uri: str) -> tuple[bytes, bytes]:
+    """A leaf of the mesh CA whose only URI SAN is `uri`."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orchestrator")]))
+        .issuer_name(authority.certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(uri), x509.DNSName("orchestrator")]
+            ),
+            critical=False,
+        )
+        .sign(authority.key, hashes.SHA256())
+    )
+    return (
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+        certificate.public_bytes(serialization.Encoding.PEM),
+    )
