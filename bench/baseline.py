@@ -119,12 +119,13 @@ class BaselineStore:
 
     async def session(self, tenant_id: str, session_id: str, user_id: str) -> bytes:
         async with self._lock:
-            async with self.db.execute(
-                "SELECT user_id, short_context FROM sessions "
-                "WHERE tenant_id = ? AND session_id = ?",
-                (tenant_id, session_id),
-            ) as cursor:
-                found = await cursor.fetchone()
+            found = _first(
+                await self.db.execute_fetchall(
+                    "SELECT user_id, short_context FROM sessions "
+                    "WHERE tenant_id = ? AND session_id = ?",
+                    (tenant_id, session_id),
+                )
+            )
             row = (user_id, "{}") if found is None else (str(found[0]), str(found[1]))
             if found is None:
                 await self.db.execute(
@@ -132,22 +133,24 @@ class BaselineStore:
                     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (tenant_id, session_id, user_id, datetime.now(UTC).isoformat()),
                 )
-            async with self.db.execute(
-                "SELECT role, text, correlation_id, timestamp FROM turns "
-                "WHERE tenant_id = ? AND session_id = ? ORDER BY seq DESC LIMIT ?",
-                (tenant_id, session_id, RECENT_TURNS),
-            ) as cursor:
-                turns = list(await cursor.fetchall())
+            turns = list(
+                await self.db.execute_fetchall(
+                    "SELECT role, text, correlation_id, timestamp FROM turns "
+                    "WHERE tenant_id = ? AND session_id = ? ORDER BY seq DESC LIMIT ?",
+                    (tenant_id, session_id, RECENT_TURNS),
+                )
+            )
         return json.dumps(
             {"userId": row[0], "shortContext": json.loads(row[1]), "recentTurns": turns[::-1]}
         ).encode()
 
     async def tenant(self, tenant_id: str) -> bytes:
-        async with (
-            self._lock,
-            self.db.execute("SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)) as cur,
-        ):
-            row = await cur.fetchone()
+        async with self._lock:
+            row = _first(
+                await self.db.execute_fetchall(
+                    "SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)
+                )
+            )
         assert row is not None
         return str(row[0]).encode()
 
@@ -157,23 +160,25 @@ class BaselineStore:
             db = self.db
             await db.execute("BEGIN IMMEDIATE")
             try:
-                async with db.execute(
-                    "SELECT fence FROM sessions WHERE tenant_id = ? AND session_id = ?",
-                    (tenant_id, session_id),
-                ) as cursor:
-                    row = await cursor.fetchone()
+                row = _first(
+                    await db.execute_fetchall(
+                        "SELECT fence FROM sessions WHERE tenant_id = ? AND session_id = ?",
+                        (tenant_id, session_id),
+                    )
+                )
                 if row is None or int(row[0]) > commit["fence"]:
                     raise RuntimeError("the session's lease was taken over")
                 await db.execute(
                     "UPDATE sessions SET fence = ? WHERE tenant_id = ? AND session_id = ?",
                     (commit["fence"], tenant_id, session_id),
                 )
-                async with db.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM turns "
-                    "WHERE tenant_id = ? AND session_id = ?",
-                    (tenant_id, session_id),
-                ) as cursor:
-                    seq_row = await cursor.fetchone()
+                seq_row = _first(
+                    await db.execute_fetchall(
+                        "SELECT COALESCE(MAX(seq), 0) FROM turns "
+                        "WHERE tenant_id = ? AND session_id = ?",
+                        (tenant_id, session_id),
+                    )
+                )
                 seq = int(seq_row[0]) if seq_row else 0
                 for turn in commit["turns"]:
                     seq += 1
@@ -200,6 +205,10 @@ class BaselineStore:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
+
+
+def _first(rows: Any) -> Any:
+    return next(iter(rows), None)
 
 
 Ctx = grpc.aio.ServicerContext[bytes, bytes]

@@ -3,10 +3,11 @@
 Mesh: the gateway app (JWT, validation, problem mapping) driven in-process through httpx's
 ASGITransport, then the orchestrator, context (SQLite in a temporary directory, in-process
 cache, leases and claims), retrieval (`memory://` vectors, offline embedder) and LLM servers,
-all in this process and event loop, over real mTLS; the LLM service's one deployment is an instant provider (a canned
-structured answer, no network), so the mesh pays for its engine (prompt building, limits,
-breaker, parsing) but not for a model. Baseline (bench/baseline.py): a FastAPI endpoint, driven the same way,
-making the same ten gRPC hops (plaintext, raw bytes) and the same core SQLite calls.
+all in this process and event loop, over real mTLS. The LLM service's one deployment is an
+instant provider (a canned structured answer, no network): the mesh pays for its engine
+(prompt building, limits, breaker, parsing) but not for a model. Baseline (bench/baseline.py):
+a FastAPI endpoint, driven the same way, making the same ten gRPC hops (plaintext, raw bytes)
+and the same core SQLite calls, with the same aiosqlite idioms.
 
 Both get WARMUP turns, then TURNS turns from CONCURRENCY clients; each turn has a fresh
 correlation id, tenant "demo" and the seed's case A first message, on one of two sessions owned

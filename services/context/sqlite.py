@@ -134,6 +134,12 @@ MIGRATIONS = (
 )
 
 
+def _first(rows: Iterable[Any]) -> Any:
+    """The first row of a result, or None (`execute_fetchall` is one thread hop; a cursor's
+    execute, fetch and close are three)."""
+    return next(iter(rows), None)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -216,8 +222,7 @@ class SqliteStore:
             db = await aiosqlite.connect(self._path, isolation_level=None)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA busy_timeout=5000")
-            async with db.execute("PRAGMA user_version") as cursor:
-                row = await cursor.fetchone()
+            row = _first(await db.execute_fetchall("PRAGMA user_version"))
             version = int(row[0]) if row else 0
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 await db.executescript(
@@ -249,12 +254,13 @@ class SqliteStore:
     async def _load(
         self, db: aiosqlite.Connection, tenant_id: str, session_id: str, recent_turns: int
     ) -> conversation_pb2.SessionContext | None:
-        async with db.execute(
-            "SELECT user_id, channel, short_context, created_at, updated_at, expires_at "
-            "FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
-            (tenant_id, session_id),
-        ) as cursor:
-            row = await cursor.fetchone()
+        row = _first(
+            await db.execute_fetchall(
+                "SELECT user_id, channel, short_context, created_at, updated_at, expires_at "
+                "FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                (tenant_id, session_id),
+            )
+        )
         if row is None:
             return None
         context = conversation_pb2.SessionContext(
@@ -310,12 +316,13 @@ class SqliteStore:
         now = _now()
         await db.execute("BEGIN IMMEDIATE")
         try:
-            async with db.execute(
-                "SELECT fence, short_context FROM session_contexts "
-                "WHERE tenant_id = ? AND session_id = ?",
-                (tenant_id, session_id),
-            ) as cursor:
-                session = await cursor.fetchone()
+            session = _first(
+                await db.execute_fetchall(
+                    "SELECT fence, short_context FROM session_contexts "
+                    "WHERE tenant_id = ? AND session_id = ?",
+                    (tenant_id, session_id),
+                )
+            )
             if session is None:
                 raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
             stored_summary = str(json.loads(session[1]).get("summary", ""))
@@ -325,12 +332,13 @@ class SqliteStore:
                     "UPDATE session_contexts SET fence = ? WHERE tenant_id = ? AND session_id = ?",
                     (fencing_token, tenant_id, session_id),
                 )
-            async with db.execute(
-                "SELECT COALESCE(MAX(seq), 0) FROM conversation_turns "
-                "WHERE tenant_id = ? AND session_id = ?",
-                (tenant_id, session_id),
-            ) as cursor:
-                row = await cursor.fetchone()
+            row = _first(
+                await db.execute_fetchall(
+                    "SELECT COALESCE(MAX(seq), 0) FROM conversation_turns "
+                    "WHERE tenant_id = ? AND session_id = ?",
+                    (tenant_id, session_id),
+                )
+            )
             seq = int(row[0]) if row else 0
             for turn in turns:
                 seq += 1
@@ -340,11 +348,13 @@ class SqliteStore:
                     f"VALUES ({_placeholders(TURN_COLUMNS)})",
                     tuple(_encode(v) for v in turn_values(record, seq)),
                 )
-                await db.executemany(
-                    f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}, created_at) "  # noqa: S608
-                    f"VALUES ({_placeholders(OUTBOX_COLUMNS)}, ?)",
-                    [(*map(_encode, row), now.isoformat()) for row in outbox_values(record)],
-                )
+                outbox = [(*map(_encode, row), now.isoformat()) for row in outbox_values(record)]
+                if outbox:
+                    await db.executemany(
+                        f"INSERT INTO outbox ({', '.join(OUTBOX_COLUMNS)}, created_at) "  # noqa: S608
+                        f"VALUES ({_placeholders(OUTBOX_COLUMNS)}, ?)",
+                        outbox,
+                    )
                 stored.append(record)
             updates = ["updated_at = ?"]
             params: list[object] = [now.isoformat()]
@@ -370,11 +380,13 @@ class SqliteStore:
         self, tenant_id: str, session_id: str, short_context: conversation_pb2.ShortContext
     ) -> bool:
         async with self._connection() as db:
-            async with db.execute(
-                "SELECT short_context FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
-                (tenant_id, session_id),
-            ) as cursor:
-                row = await cursor.fetchone()
+            row = _first(
+                await db.execute_fetchall(
+                    "SELECT short_context FROM session_contexts "
+                    "WHERE tenant_id = ? AND session_id = ?",
+                    (tenant_id, session_id),
+                )
+            )
             if row is None:
                 return False
             values = short_context_values(
@@ -398,12 +410,11 @@ class SqliteStore:
     ) -> list[conversation_pb2.ConversationTurn]:
         if limit <= 0:
             return []
-        async with db.execute(
+        rows = await db.execute_fetchall(
             f"SELECT {', '.join(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
             "WHERE tenant_id = ? AND session_id = ? ORDER BY seq DESC LIMIT ?",
             (tenant_id, session_id, limit),
-        ) as cursor:
-            rows = await cursor.fetchall()
+        )
         turns = [
             turn_from(_decode(TRANSCRIPT_COLUMNS, row), tenant_id, session_id)
             for row in reversed(list(rows))
@@ -422,9 +433,8 @@ class SqliteStore:
     async def fold_candidates(
         self, tenant_id: str, session_id: str, keep_last: int
     ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
-        async with (
-            self._connection() as db,
-            db.execute(
+        async with self._connection() as db:
+            rows = await db.execute_fetchall(
                 f"SELECT t.seq, {', '.join('t.' + c for c in TRANSCRIPT_COLUMNS)} "  # noqa: S608
                 "FROM conversation_turns t JOIN session_contexts s "
                 "ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id "
@@ -432,9 +442,7 @@ class SqliteStore:
                 "AND t.seq <= (SELECT MAX(seq) FROM conversation_turns "
                 "WHERE tenant_id = ? AND session_id = ?) - ? ORDER BY t.seq",
                 (tenant_id, session_id, tenant_id, session_id, keep_last),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+            )
         return _numbered_turns(rows, tenant_id, session_id)
 
     async def apply_fold(
@@ -452,15 +460,12 @@ class SqliteStore:
     async def turns_after(
         self, tenant_id: str, session_id: str, after_seq: int, limit: int
     ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
-        async with (
-            self._connection() as db,
-            db.execute(
+        async with self._connection() as db:
+            rows = await db.execute_fetchall(
                 f"SELECT seq, {', '.join(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
                 "WHERE tenant_id = ? AND session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (tenant_id, session_id, after_seq, limit),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+            )
         return _numbered_turns(rows, tenant_id, session_id)
 
     async def pending_outbox(
@@ -497,8 +502,8 @@ class SqliteStore:
                 claimant,
                 limit,
             )
-        async with self._connection() as db, db.execute(query, arguments) as cursor:
-            rows: list[Sequence[Any]] = list(await cursor.fetchall())
+        async with self._connection() as db:
+            rows: list[Sequence[Any]] = list(await db.execute_fetchall(query, arguments))
         if lease_seconds > 0:  # RETURNING has no order: rowid first, then the columns
             rows = [row[1:] for row in sorted(rows, key=lambda row: int(row[0]))]
         return [outbox_message_from(_decode(PENDING_COLUMNS, row)) for row in rows]
@@ -508,29 +513,27 @@ class SqliteStore:
     ) -> list[tuple[str, str]]:
         tenant_filter, params = _tenant_filter(tenant_id)
         marks = ", ".join("?" for _ in message_ids)
-        async with (
-            self._connection() as db,
-            db.execute(
+        async with self._connection() as db:
+            rows = await db.execute_fetchall(
                 "UPDATE outbox SET status = ?, attempts = attempts + 1, last_error = ?, "  # noqa: S608
                 "leased_until = 0, leased_by = '' "
                 f"WHERE message_id IN ({marks}) AND status = ? {tenant_filter}"
                 "RETURNING tenant_id, session_id",
                 (status, error, *message_ids, conversation_pb2.ACTION_STATUS_PENDING, *params),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+            )
         return [(row[0], row[1]) for row in rows]
 
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry
     ) -> audit_pb2.AuditEntry:
         async with self._connection() as db:
-            async with db.execute(
-                "SELECT sequence, hash FROM audit_logs WHERE tenant_id = ? "
-                "ORDER BY sequence DESC LIMIT 1",
-                (tenant_id,),
-            ) as cursor:
-                row = await cursor.fetchone()
+            row = _first(
+                await db.execute_fetchall(
+                    "SELECT sequence, hash FROM audit_logs WHERE tenant_id = ? "
+                    "ORDER BY sequence DESC LIMIT 1",
+                    (tenant_id,),
+                )
+            )
             head = {"sequence": row[0], "hash": row[1]} if row else None
             sealed = new_audit_entry(tenant_id, entry, head)
             await db.execute(
@@ -548,27 +551,23 @@ class SqliteStore:
         for column, value in filters.conditions():
             conditions.append(f"{column} = ?")
             params.append(value)
-        async with (
-            self._connection() as db,
-            db.execute(
+        async with self._connection() as db:
+            rows = await db.execute_fetchall(
                 f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit_logs "  # noqa: S608
                 f"WHERE {' AND '.join(conditions)} ORDER BY sequence LIMIT ?",
                 (*params, limit),
-            ) as cursor,
-        ):
-            rows = await cursor.fetchall()
+            )
         return [audit_from(_decode(AUDIT_COLUMNS, row)) for row in rows]
 
     async def get_consent(self, tenant_id: str, user_id: str) -> consent_pb2.UserConsent | None:
-        async with (
-            self._connection() as db,
-            db.execute(
-                f"SELECT {', '.join(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
-                "WHERE tenant_id = ? AND user_id = ?",
-                (tenant_id, user_id),
-            ) as cursor,
-        ):
-            row = await cursor.fetchone()
+        async with self._connection() as db:
+            row = _first(
+                await db.execute_fetchall(
+                    f"SELECT {', '.join(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
+                    "WHERE tenant_id = ? AND user_id = ?",
+                    (tenant_id, user_id),
+                )
+            )
         return None if row is None else consent_from(_decode(CONSENT_COLUMNS, row), tenant_id)
 
     async def change_consent(
@@ -599,12 +598,13 @@ class SqliteStore:
                     touch_learning,
                 ),
             )
-            async with db.execute(
-                f"SELECT {', '.join(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
-                "WHERE tenant_id = ? AND user_id = ?",
-                (tenant_id, user_id),
-            ) as cursor:
-                row = await cursor.fetchone()
+            row = _first(
+                await db.execute_fetchall(
+                    f"SELECT {', '.join(CONSENT_COLUMNS)} FROM user_consents "  # noqa: S608
+                    "WHERE tenant_id = ? AND user_id = ?",
+                    (tenant_id, user_id),
+                )
+            )
         assert row is not None
         return consent_from(_decode(CONSENT_COLUMNS, row), tenant_id)
 
@@ -662,11 +662,12 @@ class SqliteStore:
         return Erasure(sessions, turns, consent.rowcount > 0)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
-        async with (
-            self._connection() as db,
-            db.execute("SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)) as cursor,
-        ):
-            row = await cursor.fetchone()
+        async with self._connection() as db:
+            row = _first(
+                await db.execute_fetchall(
+                    "SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)
+                )
+            )
         if row is None:
             return None
         return json_format.Parse(row[0], tenant_pb2.TenantConfig())
