@@ -20,9 +20,7 @@ def _breaker_changed(name: str, old: str, new: str) -> None:
     metrics.CIRCUIT_OPEN.labels(name).set(0 if new == "closed" else 1)
 
 
-def build_engine(
-    settings: LlmSettings, deployments: list[ChatProvider] | None = None
-) -> LlmEngine:
+def build_engine(settings: LlmSettings, deployments: list[ChatProvider] | None = None) -> LlmEngine:
     """The engine over `deployments` (default: the configured ones)."""
     return LlmEngine(
         configured_deployments(settings) if deployments is None else deployments,

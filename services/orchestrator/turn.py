@@ -84,6 +84,13 @@ def turn_id(call: correlation.CallContext, session_id: str, part: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, name))
 
 
+def _unstreamed(final: str, streamed: str) -> str:
+    """The end of the final reply that the deltas have not shown yet, so that the deltas add
+    up to it; nothing when the final text does not continue what was streamed (the final
+    response is what counts)."""
+    return final[len(streamed) :] if final.startswith(streamed) else ""
+
+
 class TurnProcessor:
     def __init__(self, clients: MeshClients, settings: OrchestratorSettings) -> None:
         self._clients = clients
@@ -122,6 +129,7 @@ class TurnProcessor:
                 async with self._guard.session_lock(request.session_id) as fencing:
                     turn = await self._prepare(request)
                     generation: llm_pb.Generation | None = None
+                    streamed: list[str] = []
                     stream = self._clients.llm.GenerateStream(
                         llm_pb.GenerateStreamRequest(prompt=turn.prompt)
                     )
@@ -129,10 +137,14 @@ class TurnProcessor:
                         if event.HasField("final"):
                             generation = event.final
                         else:
+                            streamed.append(event.delta)
                             yield pb.ProcessStreamResponse(delta=event.delta)
                     if generation is None:
                         raise RuntimeError("the LLM stream ended without a final generation")
                     response = await self._finish(turn, generation, fencing)
+                    rest = _unstreamed(response.response_text, "".join(streamed))
+                    if rest:  # what the turn added after the model (the hand-over notice)
+                        yield pb.ProcessStreamResponse(delta=rest)
                 await self._guard.complete(claim, response)
             except BaseException:
                 await self._guard.abandon(claim)
