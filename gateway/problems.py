@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from gateway.admin_models import Problem
 from gateway.auth import AuthError
 from gateway.requests import PayloadTooLarge
 from services.mesh.errors import MeshError
@@ -36,6 +37,7 @@ HTTP_STATUS_FOR_GRPC = {
 
 PROBLEM_RESPONSE: dict[str, Any] = {
     "description": "An RFC 9457 problem",
+    "model": Problem,  # puts the Problem schema in components/schemas
     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
 }
 

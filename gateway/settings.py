@@ -15,6 +15,18 @@ class GatewaySettings(MeshSettings):
     max_body_bytes: int = Field(64 * 1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
     max_text_chars: int = Field(4000, validation_alias="GATEWAY_MAX_TEXT_CHARS")
     process_timeout_seconds: float = Field(15.0, validation_alias="GATEWAY_PROCESS_TIMEOUT_SECONDS")
+    max_knowledge_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, validation_alias="GATEWAY_MAX_KNOWLEDGE_BYTES"
+    )
+    """The largest knowledge ingestion body (documents or a JSON Lines catalogue)."""
+    max_catalogue_items: int = Field(10_000, ge=1, validation_alias="GATEWAY_MAX_CATALOGUE_ITEMS")
+    max_tenant_config_bytes: int = Field(
+        1024 * 1024, ge=1024, validation_alias="GATEWAY_MAX_TENANT_CONFIG_BYTES"
+    )
+    knowledge_timeout_seconds: float = Field(
+        120.0, gt=0, validation_alias="GATEWAY_KNOWLEDGE_TIMEOUT_SECONDS"
+    )
+    """The deadline of an ingestion (every document is embedded before the reply)."""
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> "GatewaySettings":
