@@ -1,7 +1,8 @@
-"""The public JSON shapes: the seed's ProcessRequest and ProcessResponse, in camelCase."""
+"""The public JSON shapes, in camelCase: the seed's ProcessRequest and ProcessResponse, and the
+frames of the human agents' hand-over WebSocket."""
 
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -62,4 +63,78 @@ class ProcessResponse(CamelModel):
     degraded: bool
     intent: str
     confidence: float
+    correlation_id: str
+
+
+# --- the human agents' hand-over WebSocket (gateway/routes/handoff.py) --------------------------
+
+MAX_REPLY_ACTIONS = 10
+
+
+class ActionIn(CamelModel):
+    """An action a human agent triggers with a reply (validated by the orchestrator)."""
+
+    type: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AgentReply(CamelModel):
+    """`{"type": "reply"}`: a human agent's message into a session."""
+
+    type: Literal["reply"]
+    session_id: str = Field(pattern=ID_PATTERN)
+    text: str = Field(min_length=1)
+    correlation_id: str | None = Field(None, pattern=ID_PATTERN)
+    """The reply's idempotency key: a retry with the same one is stored once."""
+    actions: list[ActionIn] = Field(default_factory=list, max_length=MAX_REPLY_ACTIONS)
+
+
+class AgentAck(CamelModel):
+    """`{"type": "ack"}`: the agent has a hand-over; it is not delivered again."""
+
+    type: Literal["ack"]
+    event_id: str = Field(pattern=ID_PATTERN)
+    correlation_id: str | None = Field(None, pattern=ID_PATTERN)
+
+
+AgentMessage = Annotated[AgentReply | AgentAck, Field(discriminator="type")]
+"""What a human agent sends on the hand-over WebSocket."""
+
+
+class TranscriptTurnOut(CamelModel):
+    role: str
+    """"user", "agent" or "human"."""
+    text: str
+
+
+class HandoffOut(CamelModel):
+    """A conversation handed to a person, with the whole context (never log it: customer
+    text)."""
+
+    event_id: str
+    kind: str
+    """"handoff" (take the conversation over) or "ticket" (a follow-up)."""
+    tenant_id: str
+    session_id: str
+    correlation_id: str
+    reason: str
+    summary: str
+    transcript: list[TranscriptTurnOut]
+    customer_text: str
+    entities: dict[str, Any]
+    user: dict[str, Any]
+    order_id: str
+    language: str
+    created_at: str
+    params: dict[str, Any]
+
+
+class HumanTurnOut(CamelModel):
+    """The human agent's reply as the session stores it."""
+
+    turn_id: str
+    session_id: str
+    role: str
+    text: str
+    actions: list[ActionOut]
     correlation_id: str

@@ -27,6 +27,14 @@ class GatewaySettings(MeshSettings):
         120.0, gt=0, validation_alias="GATEWAY_KNOWLEDGE_TIMEOUT_SECONDS"
     )
     """The deadline of an ingestion (every document is embedded before the reply)."""
+    max_ws_message_bytes: int = Field(
+        64 * 1024, ge=1024, validation_alias="GATEWAY_MAX_WS_MESSAGE_BYTES"
+    )
+    """The largest message a human agent may send on the hand-over WebSocket."""
+    handoff_watch_seconds: float = Field(
+        3600.0, gt=0, validation_alias="GATEWAY_HANDOFF_WATCH_SECONDS"
+    )
+    """The deadline of one WatchHandoffs call; the agent's WebSocket then watches again."""
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> "GatewaySettings":

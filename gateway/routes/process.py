@@ -1,11 +1,12 @@
-"""`POST /v2/agents/meta-agent/process`: one customer turn through the orchestrator."""
+"""`POST /v2/agents/meta-agent/process`: one customer turn through the orchestrator; with
+`Accept: text/event-stream`, the reply streamed as server-sent events (gateway/streaming.py)."""
 
 import logging
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
-from gateway import convert
+from gateway import convert, streaming
 from gateway.models import ProcessRequest, ProcessResponse
 from gateway.problems import PROBLEM_RESPONSE
 from gateway.requests import PayloadTooLarge, json_body
@@ -15,6 +16,14 @@ from services.mesh import correlation
 
 log = logging.getLogger("metaagent.gateway")
 router = APIRouter(tags=["agents"])
+
+EVENT_STREAM_RESPONSE = {
+    "description": "The answer (application/json), or with `Accept: text/event-stream` the "
+    'reply as server-sent events: `delta` events (`{"text": ...}`) whose texts add up to the '
+    "responseText, then one `final` event (the ProcessResponse JSON); a failure midway ends "
+    "the stream with an `error` event (a problem+json document) instead of the final.",
+    "content": {streaming.EVENT_STREAM: {"schema": {"type": "string"}}},
+}
 
 
 @router.post(
@@ -28,10 +37,11 @@ router = APIRouter(tags=["agents"])
         }
     },
     responses={
-        status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 409, 413, 429, 503, 504)
+        200: EVENT_STREAM_RESPONSE,
+        **{status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 409, 413, 429, 503, 504)},
     },
 )
-async def process(request: Request, principal: Caller) -> JSONResponse:
+async def process(request: Request, principal: Caller) -> Response:
     settings: GatewaySettings = request.app.state.settings
     body = await json_body(request, ProcessRequest, settings.max_body_bytes)
     if body.input.text is not None and len(body.input.text) > settings.max_text_chars:
@@ -45,12 +55,23 @@ async def process(request: Request, principal: Caller) -> JSONResponse:
     call = correlation.CallContext(
         correlation_id=cid, tenant_id=body.tenant_id, session_id=body.session_id
     )
+    stream = streaming.wants_event_stream(request.headers.get("Accept"))
+    orchestrator = request.app.state.clients.orchestrator
     with correlation.bound(call):
         log.info(
             "process request",
-            extra={"channel": body.channel.value, "inputType": body.input.type.value},
+            extra={
+                "channel": body.channel.value,
+                "inputType": body.input.type.value,
+                "stream": stream,
+            },
         )
-        reply = await request.app.state.clients.orchestrator.Process(
-            grpc_request, timeout=settings.process_timeout_seconds
-        )
+        if stream:
+            grpc_call, first = await streaming.open_process_stream(
+                orchestrator, grpc_request, settings.process_timeout_seconds
+            )
+            return streaming.EventStreamResponse(
+                streaming.process_events(grpc_call, first, cid), on_close=grpc_call.cancel
+            )
+        reply = await orchestrator.Process(grpc_request, timeout=settings.process_timeout_seconds)
     return JSONResponse(convert.process_response(reply, cid).model_dump(by_alias=True))

@@ -65,7 +65,9 @@ def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
                 orchestrator_service_pb2.DESCRIPTOR.services_by_name["OrchestratorService"],
                 orchestrator_service_pb2_grpc.add_OrchestratorServiceServicer_to_server,
                 OrchestratorServicer(
-                    TurnProcessor(clients, settings), HumanReplies(clients, settings)
+                    TurnProcessor(clients, settings),
+                    HumanReplies(clients, settings),
+                    consumers.hub if relay else None,
                 ),
             )
         ],

@@ -414,8 +414,12 @@ def _language(
 
 
 def _with_notice(reply: str, language: str) -> str:
+    """`reply` as it is (the customer may have seen it streamed), a blank line, the notice."""
     notice = NOTICE["en" if language.lower().startswith("en") else "es"]
-    return f"{reply.rstrip()}\n\n{notice}" if reply.strip() else notice
+    if not reply.strip():
+        return reply + notice
+    newlines = len(reply) - len(reply.rstrip("\n"))
+    return reply + "\n" * max(0, 2 - newlines) + notice
 
 
 def _copy(action: conversation_pb2.Action) -> conversation_pb2.Action:

@@ -1,4 +1,5 @@
-"""A human agent's reply into a session after a hand-over (OrchestratorService.SubmitHumanReply).
+"""A human agent's reply into a session after a hand-over (OrchestratorService.SubmitHumanReply),
+and the checks of the agents' WatchHandoffs / AckHandoff requests.
 
 The reply is stored as a TURN_ROLE_HUMAN turn of the same session, so the customer keeps one
 conversation: the transcript shows it between the agent's turns, and the next turn's prompt
@@ -43,7 +44,12 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.turn import turn_id
 from services.orchestrator.validation import session_id_violations
 
-__all__ = ["HumanReplies", "validate_human_reply"]
+__all__ = [
+    "HumanReplies",
+    "validate_ack_request",
+    "validate_human_reply",
+    "validate_watch_request",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +60,35 @@ HUMAN_CONFIRMS = ConfirmationState(asked=True, confirmed=True)
 """A person triggers the action: the confirmation rule is theirs (module doc)."""
 
 
+def _agent_id_violations(agent_id: str) -> list[FieldViolation]:
+    if not agent_id.strip():
+        return [FieldViolation("agent_id", "is required")]
+    if len(agent_id) > MAX_AGENT_ID_CHARS:
+        return [FieldViolation("agent_id", f"exceeds {MAX_AGENT_ID_CHARS} characters")]
+    if not SINGLE_LINE.match(agent_id):
+        return [FieldViolation("agent_id", "must not contain control characters")]
+    return []
+
+
+def validate_watch_request(request: pb.WatchHandoffsRequest) -> None:
+    """Raise INVALID_ARGUMENT when the watching agent's id is missing or malformed."""
+    violations = _agent_id_violations(request.agent_id)
+    if violations:
+        raise invalid_argument(*violations)
+
+
+def validate_ack_request(request: pb.AckHandoffRequest) -> None:
+    """Raise INVALID_ARGUMENT when the event id is missing or malformed."""
+    if not request.event_id:
+        raise invalid_argument(FieldViolation("event_id", "is required"))
+    if not correlation.ID_PATTERN.match(request.event_id):
+        raise invalid_argument(FieldViolation("event_id", "must be 1-128 of [A-Za-z0-9._:-]"))
+
+
 def validate_human_reply(request: pb.SubmitHumanReplyRequest, max_text_chars: int) -> None:
     """Raise INVALID_ARGUMENT listing every bad field of the request (actions aside)."""
     violations = session_id_violations(request.session_id)
-    if not request.agent_id.strip():
-        violations.append(FieldViolation("agent_id", "is required"))
-    elif len(request.agent_id) > MAX_AGENT_ID_CHARS:
-        violations.append(FieldViolation("agent_id", f"exceeds {MAX_AGENT_ID_CHARS} characters"))
-    elif not SINGLE_LINE.match(request.agent_id):
-        violations.append(FieldViolation("agent_id", "must not contain control characters"))
+    violations += _agent_id_violations(request.agent_id)
     if not request.text.strip():
         violations.append(FieldViolation("text", "is required"))
     elif len(request.text) > max_text_chars:

@@ -1,19 +1,35 @@
 """OrchestratorService over gRPC."""
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
 from metaagent.orchestrator.v1 import orchestrator_service_pb2_grpc
 
-from services.orchestrator.human import HumanReplies
+from services.mesh import correlation
+from services.mesh.errors import failed_precondition
+from services.orchestrator.consumers.handoff import HandoffHub
+from services.orchestrator.human import (
+    HumanReplies,
+    validate_ack_request,
+    validate_watch_request,
+)
 from services.orchestrator.turn import TurnProcessor
+
+log = logging.getLogger(__name__)
+WATCH_REGISTERED = ("x-handoff-watch", "registered")
+"""The response headers of a watch once the hub has it (the proto's WatchHandoffs)."""
 
 
 class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self, turns: TurnProcessor, human: HumanReplies) -> None:
+    def __init__(
+        self, turns: TurnProcessor, human: HumanReplies, hub: HandoffHub | None = None
+    ) -> None:
+        """`hub`: where this process's relay delivers hand-overs; None when it runs none."""
         self._turns = turns
         self._human = human
+        self._hub = hub
 
     async def Process(self, request: pb.ProcessRequest, context: Any) -> pb.ProcessResponse:
         return await self._turns.process(request)
@@ -28,3 +44,30 @@ class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServ
         self, request: pb.SubmitHumanReplyRequest, context: Any
     ) -> pb.SubmitHumanReplyResponse:
         return await self._human.submit(request)
+
+    async def WatchHandoffs(
+        self, request: pb.WatchHandoffsRequest, context: Any
+    ) -> AsyncIterator[pb.WatchHandoffsResponse]:
+        validate_watch_request(request)
+        hub = self._hub_here()
+        async with hub.watch(correlation.current().tenant_id) as watch:
+            await context.send_initial_metadata((WATCH_REGISTERED,))
+            log.info("agent watching hand-overs", extra={"agentId": request.agent_id})
+            async for event in watch:
+                yield pb.WatchHandoffsResponse(handoff=event.as_proto())
+
+    async def AckHandoff(
+        self, request: pb.AckHandoffRequest, context: Any
+    ) -> pb.AckHandoffResponse:
+        validate_ack_request(request)
+        hub = self._hub_here()
+        acknowledged = hub.acknowledge(correlation.current().tenant_id, request.event_id)
+        return pb.AckHandoffResponse(acknowledged=acknowledged)
+
+    def _hub_here(self) -> HandoffHub:
+        if self._hub is None:
+            raise failed_precondition(
+                "this orchestrator replica runs no outbox relay and holds no hand-overs",
+                "HANDOFFS_NOT_HERE",
+            )
+        return self._hub

@@ -123,6 +123,8 @@ class TurnProcessor:
         with correlation.bound(self._call_for(request)):
             claim = await self._guard.claim(request)
             if isinstance(claim, pb.ProcessResponse):
+                if claim.response_text:  # a replay: the stored text, so the deltas add up
+                    yield pb.ProcessStreamResponse(delta=claim.response_text)
                 yield pb.ProcessStreamResponse(final=claim)
                 return
             try:

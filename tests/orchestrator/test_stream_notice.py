@@ -1,11 +1,13 @@
 """ProcessStream's deltas add up to the final reply, hand-over notice included."""
 
-from metaagent.common.v1 import conversation_pb2
+import pytest
+from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.llm.v1 import llm_service_pb2 as llm_pb
 from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.orchestrator.escalation import NOTICE
+from services.orchestrator.escalation import NOTICE, escalate
 from services.orchestrator.turn import _unstreamed
 
 
@@ -46,3 +48,42 @@ def test_only_a_continuation_of_what_was_streamed_is_added() -> None:
     assert _unstreamed("Hola.\n\nNotice", "Hola.") == "\n\nNotice"
     assert _unstreamed("Hola.", "Hola.") == ""
     assert _unstreamed("Otra cosa", "Hola.") == ""
+
+
+async def test_a_replayed_stream_sends_the_stored_text_as_one_delta(gateway: MeshClients) -> None:
+    """The same correlation id again: the first answer, whose deltas still add up to it."""
+    runs: list[tuple[list[str], pb.ProcessResponse | None]] = []
+    for _ in range(2):
+        deltas: list[str] = []
+        final: pb.ProcessResponse | None = None
+        call = correlation.CallContext(correlation_id="corr-s-replay", tenant_id="demo")
+        with correlation.bound(call):
+            async for event in gateway.orchestrator.ProcessStream(
+                pb.ProcessStreamRequest(request=_request("¿Qué tallas tiene la Kobe?"))
+            ):
+                if event.HasField("final"):
+                    final = event.final
+                else:
+                    deltas.append(event.delta)
+        runs.append((deltas, final))
+    (first_deltas, first), (replay_deltas, replay) = runs
+    assert first is not None and replay is not None
+    assert replay.replayed and replay.response_text == first.response_text
+    assert replay_deltas == [first.response_text]
+    assert "".join(first_deltas) == first.response_text
+
+
+@pytest.mark.parametrize("reply", ["Vale.", "Vale. ", "Vale.\n", "Vale.\n\n", "  "])
+def test_the_notice_continues_the_reply_as_the_model_streamed_it(reply: str) -> None:
+    tenant = tenant_pb2.TenantConfig(allowed_actions=["handoff_human"], language="es")
+    result = escalate(
+        pb.ProcessRequest(
+            session_id="s", input=pb.Input(type=pb.INPUT_TYPE_TEXT, text="quiero un humano")
+        ),
+        conversation_pb2.SessionContext(session_id="s"),
+        tenant,
+        llm_pb.Generation(reply_text=reply, intent="unknown"),
+    )
+    assert result.reply_text.startswith(reply) and result.reply_text.endswith(NOTICE["es"])
+    if reply.strip():
+        assert "\n\n" + NOTICE["es"] in result.reply_text, "after a blank line"
