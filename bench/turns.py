@@ -149,7 +149,12 @@ async def _embedded_mesh(state_dir: Path) -> AsyncIterator[FastAPI]:
             OrchestratorSettings(**common, grpc_listen_addr=addresses["orchestrator_addr"])
         ),
     ]
-    gateway = GatewaySettings(**common, jwt_secret="bench-" + "k" * 40)
+    gateway = GatewaySettings(
+        **common,
+        jwt_secret="bench-" + "k" * 40,
+        rate_limit_client_per_minute=0,
+        rate_limit_tenant_per_minute=0,
+    )
     app = create_app(gateway)
     app.state.bench_token = issue_token(
         gateway, tenant_id=TENANT, role="agent", subject="bench-agent", ttl=3600

@@ -7,10 +7,10 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI
 
-from gateway.auth import ensure_dev_jwt_secret
 from gateway.middleware import CorrelationMiddleware
 from gateway.problems import install_handlers
 from gateway.routes import handoff, health, process, tenants
+from gateway.security import close_security, open_security
 from gateway.settings import GatewaySettings
 from services.mesh import identity, logs
 from services.mesh.clients import MeshClients
@@ -23,10 +23,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.jwt_key = ensure_dev_jwt_secret(settings)
+        open_security(app)
         app.state.clients = MeshClients(settings, identity.GATEWAY)
         yield
         await app.state.clients.close()
+        await close_security(app)
 
     app = FastAPI(
         title="Meta-Agent gateway",

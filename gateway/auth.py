@@ -1,26 +1,37 @@
-"""JWT authentication (HS256 with `JWT_SECRET`) and the tenant guard.
+"""JWT authentication and the tenant guard.
+
+Algorithm allow-list: HS256 verified with `JWT_SECRET` only, RS256/ES256 verified with a key of
+the JWKS (gateway/jwks.py) whose type fixes the algorithm; `none` and anything else is refused,
+and an HS256 token is never checked against a JWKS key (no HS/RS confusion). `exp`, `iat` and
+`sub` are required, `nbf` checked when present, all with `JWT_LEEWAY_SECONDS`; `aud`/`iss` when
+configured. Claims: `sub`, `tenantId`, `role` (user, agent, tenant-admin, platform-admin).
 
 Outside production, when `JWT_SECRET` is not set, a random secret is kept in the state
-directory so that `metaagent token` and the local gateway agree with no configuration.
+directory so that `metaagent token` and the local gateway agree with no configuration. In
+production without `JWT_SECRET` (allowed only with `JWT_JWKS_URL`), HS256 tokens are refused.
 """
 
 import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import jwt
 
+from gateway.jwks import JwksKeys, JwksUnavailable
 from gateway.settings import GatewaySettings
 
 ALGORITHMS: Final = ["HS256"]
+"""What `issue_token` signs with; `authenticate` also accepts JWKS_ALGORITHMS."""
+JWKS_ALGORITHMS: Final = frozenset({"RS256", "ES256"})
 ROLES: Final = frozenset({"user", "agent", "tenant-admin", "platform-admin"})
 DEV_SECRET_FILE: Final = "jwt_secret"  # noqa: S105 - a file name, not a secret
 
 
 class AuthError(Exception):
-    """A request whose credentials do not hold (401) or do not allow it (403)."""
+    """A request refused at the door: credentials that do not hold (401) or do not allow it
+    (403), ambiguous ones (400), a rate limit (429), keys that cannot be checked now (503)."""
 
     def __init__(
         self, status: int, title: str, detail: str, headers: dict[str, str] | None = None
@@ -39,6 +50,8 @@ class Principal:
     subject: str
     tenant_id: str
     role: str
+    credential: str = "bearer"
+    """How the caller proved itself: "bearer" (a JWT) or "hmac" (a signed request)."""
 
     def acting_user(self, requested: str | None) -> str:
         """The user a turn is for: a `user` token acts only as its own subject; agents and
@@ -58,6 +71,13 @@ class Principal:
         """Refuse (403) a principal whose role is not one of `roles`; platform-admin passes."""
         if self.role != "platform-admin" and self.role not in roles:
             raise AuthError(403, "Forbidden", f"this route needs the role {' or '.join(roles)}")
+
+
+def hs256_key(settings: GatewaySettings) -> bytes | None:
+    """The HS256 secret, or None in production when only JWKS tokens are accepted."""
+    if settings.jwt_secret is None and settings.production and settings.jwt_jwks_url:
+        return None
+    return ensure_dev_jwt_secret(settings)
 
 
 def ensure_dev_jwt_secret(settings: GatewaySettings) -> bytes:
@@ -97,11 +117,57 @@ def issue_token(
     return jwt.encode(claims, ensure_dev_jwt_secret(settings), algorithm=ALGORITHMS[0])
 
 
-def authenticate(authorization: str | None, settings: GatewaySettings, key: bytes) -> Principal:
-    """The principal of a `Bearer` token; AuthError(401) for anything that does not verify."""
+def _bearer_token(authorization: str | None) -> str:
     if not authorization or not authorization.lower().startswith("bearer "):
         raise AuthError(401, "Unauthorized", "a Bearer token is required")
-    token = authorization[7:].strip()
+    return authorization[7:].strip()
+
+
+async def _verification_key(
+    token: str, hs_key: bytes | None, jwks: JwksKeys | None
+) -> tuple[Any, str]:
+    """The key and the one algorithm to verify `token` with, from its (unverified) header."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as error:
+        raise AuthError(401, "Unauthorized", f"invalid token: {error}") from error
+    algorithm, kid = header.get("alg"), header.get("kid")
+    if algorithm == "HS256":
+        if hs_key is None:
+            raise AuthError(401, "Unauthorized", "invalid token: HS256 tokens are not accepted")
+        return hs_key, algorithm
+    if not isinstance(algorithm, str) or algorithm not in JWKS_ALGORITHMS:
+        raise AuthError(401, "Unauthorized", "invalid token: the algorithm is not allowed")
+    if jwks is None:
+        raise AuthError(401, "Unauthorized", "invalid token: no key set for this algorithm")
+    if not isinstance(kid, str) or not kid:
+        raise AuthError(401, "Unauthorized", "invalid token: the header names no kid")
+    try:
+        found = await jwks.key(kid)
+    except JwksUnavailable:
+        raise AuthError(
+            503,
+            "Service Unavailable",
+            "the token's signing keys cannot be fetched now",
+            headers={"Retry-After": str(max(1, round(jwks.retry_after())))},
+        ) from None
+    if found is None:
+        raise AuthError(401, "Unauthorized", "invalid token: unknown signing key (kid)")
+    if found.algorithm != algorithm:
+        raise AuthError(401, "Unauthorized", "invalid token: the algorithm does not fit its key")
+    return found.key, algorithm
+
+
+async def authenticate(
+    authorization: str | None,
+    settings: GatewaySettings,
+    hs_key: bytes | None,
+    jwks: JwksKeys | None = None,
+) -> Principal:
+    """The principal of a `Bearer` token; AuthError(401) for anything that does not verify,
+    503 when its JWKS cannot be fetched and no key is held."""
+    token = _bearer_token(authorization)
+    key, algorithm = await _verification_key(token, hs_key, jwks)
     required = ["exp", "iat", "sub"]
     required += ["aud"] if settings.jwt_audience else []
     required += ["iss"] if settings.jwt_issuer else []
@@ -109,7 +175,7 @@ def authenticate(authorization: str | None, settings: GatewaySettings, key: byte
         claims = jwt.decode(
             token,
             key,
-            algorithms=ALGORITHMS,
+            algorithms=[algorithm],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             leeway=settings.jwt_leeway_seconds,
@@ -121,6 +187,7 @@ def authenticate(authorization: str | None, settings: GatewaySettings, key: byte
     if lifetime > settings.jwt_max_lifetime_seconds:
         raise AuthError(401, "Unauthorized", "the token lives longer than this gateway accepts")
     tenant_id, role = claims.get("tenantId"), claims.get("role", "user")
-    if not isinstance(tenant_id, str) or not tenant_id or role not in ROLES:
+    known_role = isinstance(role, str) and role in ROLES
+    if not isinstance(tenant_id, str) or not tenant_id or not known_role:
         raise AuthError(401, "Unauthorized", "the token lacks a tenantId or has an unknown role")
     return Principal(subject=str(claims["sub"]), tenant_id=tenant_id, role=role)

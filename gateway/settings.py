@@ -1,8 +1,20 @@
 """Gateway settings: the seed's `JWT_SECRET` / `HMAC_SECRET` plus HTTP limits."""
 
-from pydantic import Field, SecretStr, model_validator
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from services.mesh.correlation import TENANT_PATTERN
 from services.mesh.settings import MeshSettings, is_weak_secret
+
+
+class HmacClientConfig(BaseModel):
+    """One service-to-service caller in `HMAC_CLIENTS`: its secret, tenant and role."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    secret: SecretStr
+    tenant_id: str = Field(alias="tenantId", pattern=TENANT_PATTERN.pattern)
+    role: Literal["user", "agent", "tenant-admin", "platform-admin"] = "agent"
 
 
 class GatewaySettings(MeshSettings):
@@ -12,6 +24,35 @@ class GatewaySettings(MeshSettings):
     jwt_issuer: str | None = Field(None, validation_alias="JWT_ISSUER")
     jwt_leeway_seconds: int = Field(30, validation_alias="JWT_LEEWAY_SECONDS")
     jwt_max_lifetime_seconds: int = Field(86400, ge=60, validation_alias="JWT_MAX_LIFETIME_SECONDS")
+    jwt_jwks_url: str | None = Field(None, validation_alias="JWT_JWKS_URL")
+    """Where RS256/ES256 verification keys are fetched (e.g. Entra ID's discovery `jwks_uri`)."""
+    jwt_jwks_cache_seconds: float = Field(300.0, ge=1, validation_alias="JWT_JWKS_CACHE_SECONDS")
+    jwt_jwks_min_refetch_seconds: float = Field(
+        30.0, ge=0, validation_alias="JWT_JWKS_MIN_REFETCH_SECONDS"
+    )
+    """The least time between two JWKS fetches (unknown `kid`s or an unreachable endpoint)."""
+    jwt_jwks_timeout_seconds: float = Field(3.0, gt=0, validation_alias="JWT_JWKS_TIMEOUT_SECONDS")
+    hmac_clients: dict[str, HmacClientConfig] = Field(
+        default_factory=dict, validation_alias="HMAC_CLIENTS"
+    )
+    """JSON: client id -> {"secret", "tenantId", "role"} (gateway/signatures.py)."""
+    hmac_default_tenant: str = Field(
+        "demo", pattern=TENANT_PATTERN.pattern, validation_alias="HMAC_DEFAULT_TENANT"
+    )
+    """The tenant of the `default` client whose secret is `HMAC_SECRET`."""
+    hmac_tolerance_seconds: int = Field(
+        300, ge=1, le=3600, validation_alias="HMAC_TOLERANCE_SECONDS"
+    )
+    replay_cache_url: str = Field("memory://", validation_alias="GATEWAY_REPLAY_CACHE_URL")
+    rate_limit_url: str = Field("memory://", validation_alias="GATEWAY_RATE_LIMIT_URL")
+    rate_limit_tenant_per_minute: int = Field(
+        3000, ge=0, validation_alias="GATEWAY_RATE_LIMIT_TENANT_PER_MINUTE"
+    )
+    """Requests a tenant may make per minute through the gateway (0: no limit)."""
+    rate_limit_client_per_minute: int = Field(
+        600, ge=0, validation_alias="GATEWAY_RATE_LIMIT_CLIENT_PER_MINUTE"
+    )
+    """Requests one caller (token subject or HMAC client) may make per minute (0: no limit)."""
     max_body_bytes: int = Field(64 * 1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
     max_text_chars: int = Field(4000, validation_alias="GATEWAY_MAX_TEXT_CHARS")
     process_timeout_seconds: float = Field(15.0, validation_alias="GATEWAY_PROCESS_TIMEOUT_SECONDS")
@@ -39,13 +80,18 @@ class GatewaySettings(MeshSettings):
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> "GatewaySettings":
         if self.production:
+            # JWT_SECRET may be absent behind a JWKS URL, HMAC_SECRET behind HMAC_CLIENTS
             weak = [
                 name
-                for name, value in (
-                    ("JWT_SECRET", self.jwt_secret),
-                    ("HMAC_SECRET", self.hmac_secret),
+                for name, value, optional in (
+                    ("JWT_SECRET", self.jwt_secret, self.jwt_jwks_url is not None),
+                    ("HMAC_SECRET", self.hmac_secret, bool(self.hmac_clients)),
+                    *(
+                        (f"HMAC_CLIENTS[{client}].secret", config.secret, False)
+                        for client, config in self.hmac_clients.items()
+                    ),
                 )
-                if is_weak_secret(value)
+                if is_weak_secret(value) and not (optional and value is None)
             ]
             if weak:
                 raise ValueError(
@@ -65,4 +111,6 @@ class GatewaySettings(MeshSettings):
                 raise ValueError(
                     f"production refuses tokens without audience/issuer: set {missing}"
                 )
+            if self.jwt_jwks_url and not self.jwt_jwks_url.startswith("https://"):
+                raise ValueError("production refuses a JWT_JWKS_URL that is not https://")
         return self
