@@ -116,8 +116,9 @@ def install_handlers(app: FastAPI) -> None:
             headers=error.headers,
         )
 
-    @app.exception_handler(ValidationError)
-    async def _invalid(request: Request, error: ValidationError) -> JSONResponse:
+    async def _invalid(
+        request: Request, error: ValidationError | RequestValidationError
+    ) -> JSONResponse:
         return problem(
             400,
             "Bad Request",
@@ -126,15 +127,8 @@ def install_handlers(app: FastAPI) -> None:
             extra={"errors": field_errors(error)},
         )
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_params(request: Request, error: RequestValidationError) -> JSONResponse:
-        return problem(
-            400,
-            "Bad Request",
-            "the request is not valid",
-            correlation_id=_cid(request),
-            extra={"errors": field_errors(error)},
-        )
+    for invalid in (ValidationError, RequestValidationError):
+        app.add_exception_handler(invalid, _invalid)  # type: ignore[arg-type]
 
     @app.exception_handler(PayloadTooLarge)
     async def _too_large(request: Request, error: PayloadTooLarge) -> JSONResponse:

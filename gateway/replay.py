@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
+from services.mesh.redis_client import redis_client
+
 KEY_PREFIX: Final = "metaagent:gateway:replay:"
 
 
@@ -79,8 +81,5 @@ def open_replay_cache(url: str) -> ReplayCache:
     if scheme == "memory":
         return MemoryReplayCache()
     if scheme in ("redis", "rediss"):
-        from redis import asyncio as redis_asyncio
-
-        client = redis_asyncio.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        return RedisReplayCache(client)
+        return RedisReplayCache(redis_client(url))
     raise ValueError(f"unsupported replay cache URL scheme '{scheme}' (memory://, redis://)")

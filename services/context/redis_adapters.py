@@ -11,12 +11,12 @@ import time
 import uuid
 from typing import Any
 
-from redis import asyncio as redis_asyncio
 from redis.exceptions import RedisError
 
 from services.context.idempotency import Claim, ClaimState, fingerprint_conflict
 from services.context.locks import Lease, acquire_with_wait
 from services.mesh.errors import unavailable
+from services.mesh.redis_client import redis_client
 
 ACQUIRE = """
 if redis.call('SET', KEYS[1], 'pending', 'NX', 'PX', ARGV[1]) then
@@ -74,7 +74,7 @@ return 1
 
 
 def connect(url: str) -> Any:
-    return redis_asyncio.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    return redis_client(url)
 
 
 def _unavailable(error: RedisError | OSError) -> Exception:

@@ -39,6 +39,7 @@ import grpc
 from services.mesh.correlation import TENANT_PATTERN
 from services.mesh.counters import MemoryCounters, RateCounters, open_counters
 from services.mesh.errors import MeshError, unavailable
+from services.mesh.redis_client import redis_client
 
 log = logging.getLogger("metaagent.llm.limits")
 
@@ -301,10 +302,7 @@ def open_tenant_limits(
     if scheme == "memory":
         return TenantLimits(MemoryCounters(), clock, usage=MemoryUsage(), fail_open=fail_open)
     counters = open_counters(url)
-    from redis import asyncio as redis_asyncio
-
-    client = redis_asyncio.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-    return TenantLimits(counters, clock, usage=RedisUsage(client), fail_open=fail_open)
+    return TenantLimits(counters, clock, usage=RedisUsage(redis_client(url)), fail_open=fail_open)
 
 
 def _utc_day(now: float) -> tuple[str, float]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from services.mesh.correlation import TENANT_PATTERN
+from services.mesh.redis_client import redis_client
 
 log = logging.getLogger("metaagent.llm.response_cache")
 
@@ -128,10 +129,7 @@ def open_response_cache(url: str, max_entries: int = 1024) -> ResponseCache:
     if scheme == "memory":
         return MemoryResponseCache(max_entries)
     if scheme in ("redis", "rediss"):
-        from redis import asyncio as redis_asyncio
-
-        client = redis_asyncio.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        return RedisResponseCache(client)
+        return RedisResponseCache(redis_client(url, timeout=0.5))
     raise ValueError(f"unsupported response cache URL scheme '{scheme}' (memory://, redis://)")
 
 

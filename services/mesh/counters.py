@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.mesh.errors import unavailable
+from services.mesh.redis_client import redis_client
 
 WINDOW_SCRIPT = """
 local count = redis.call('INCRBY', KEYS[1], ARGV[1])
@@ -90,8 +91,5 @@ def open_counters(url: str) -> RateCounters:
     if scheme == "memory":
         return MemoryCounters()
     if scheme in ("redis", "rediss"):
-        from redis import asyncio as redis_asyncio
-
-        client = redis_asyncio.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-        return RedisCounters(client)
+        return RedisCounters(redis_client(url))
     raise ValueError(f"unsupported rate counter URL scheme '{scheme}' (memory://, redis://)")

@@ -7,6 +7,8 @@ Each returns an async callable that returns when the dependency answers and rais
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
+from services.mesh.redis_client import redis_client
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 """Returns when a dependency is usable, raises while it is not."""
 
@@ -20,10 +22,9 @@ def redis_ready(url: str, timeout: float = 2.0) -> ReadinessCheck:
     """PING the Redis server at `url`."""
 
     async def check() -> None:
-        from redis import asyncio as redis_asyncio
         from redis.exceptions import RedisError
 
-        client = redis_asyncio.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+        client = redis_client(url, timeout)
         try:
             await client.ping()
         except (RedisError, OSError) as error:
