@@ -2,7 +2,7 @@
 
 import uvloop
 
-from bench import context_sessions, retrieval_quality, turns, vector_index
+from bench import context_sessions, retrieval_quality, telemetry, turns, vector_index
 
 
 async def _all() -> None:
@@ -10,6 +10,7 @@ async def _all() -> None:
     await retrieval_quality.run()
     await vector_index.run()
     await turns.run()
+    await telemetry.run()
 
 
 def main() -> None:

@@ -94,6 +94,10 @@ class Run:
     def throughput(self) -> float:
         return len(self.latencies_ms) / self.seconds
 
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms)
+
     def row(self, name: str) -> str:
         quantiles = statistics.quantiles(self.latencies_ms, n=100)
         return (
@@ -110,7 +114,7 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def _embedded_mesh(state_dir: Path) -> AsyncIterator[FastAPI]:
+async def embedded_mesh(state_dir: Path) -> AsyncIterator[FastAPI]:
     """Context, retrieval, LLM and orchestrator over mTLS, and the gateway app calling them
     (as tests/support/inprocess_mesh.py starts them, with the embedded profile pinned)."""
     ensure_dev_pki(state_dir / "certs")
@@ -181,9 +185,14 @@ def _body(session_id: str) -> dict[str, Any]:
 
 
 async def _drive(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str], turns: int, prefix: str
+    client: httpx.AsyncClient,
+    path: str,
+    headers: dict[str, str],
+    turns: int,
+    prefix: str,
+    concurrency: int = CONCURRENCY,
 ) -> Run:
-    """`turns` turns from CONCURRENCY clients, each alternating between its own sessions."""
+    """`turns` turns from `concurrency` clients, each alternating between its own sessions."""
     latencies: list[float] = []
     failures: dict[str, int] = {}
     remaining = turns
@@ -193,7 +202,7 @@ async def _drive(
         done = 0
         while remaining > 0:
             remaining -= 1
-            session = f"{prefix}-{number + CONCURRENCY * (done % SESSIONS_PER_CLIENT)}"
+            session = f"{prefix}-{number + concurrency * (done % SESSIONS_PER_CLIENT)}"
             done += 1
             started = time.perf_counter()
             reply = await client.post(path, json=_body(session), headers=headers)
@@ -205,15 +214,22 @@ async def _drive(
                 failures[key] = failures.get(key, 0) + 1
 
     started = time.perf_counter()
-    await asyncio.gather(*(one_client(n) for n in range(CONCURRENCY)))
+    await asyncio.gather(*(one_client(n) for n in range(concurrency)))
     return Run(time.perf_counter() - started, latencies, failures)
 
 
-async def _measure(app: FastAPI, path: str, headers: dict[str, str]) -> Run:
+async def measure(
+    app: FastAPI,
+    path: str,
+    headers: dict[str, str],
+    warmup: int = WARMUP,
+    turns: int = TURNS,
+    concurrency: int = CONCURRENCY,
+) -> Run:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        await _drive(client, path, headers, WARMUP, "bench-s")
-        return await _drive(client, path, headers, TURNS, "bench-s")
+        await _drive(client, path, headers, warmup, "bench-s", concurrency)
+        return await _drive(client, path, headers, turns, "bench-s", concurrency)
 
 
 class _HopCounter(logging.Handler):
@@ -251,12 +267,12 @@ async def _mesh_hops(app: FastAPI, headers: dict[str, str]) -> list[str]:
 
 async def run() -> None:
     with tempfile.TemporaryDirectory() as directory:
-        async with _embedded_mesh(Path(directory) / "mesh") as app:
+        async with embedded_mesh(Path(directory) / "mesh") as app:
             headers = {"Authorization": f"Bearer {app.state.bench_token}"}
-            mesh = await _measure(app, MESH_PATH, headers)
+            mesh = await measure(app, MESH_PATH, headers)
             hops = await _mesh_hops(app, headers)
         async with bare_baseline(Path(directory), TENANT) as app:
-            baseline = await _measure(app, BASELINE_PATH, {})
+            baseline = await measure(app, BASELINE_PATH, {})
     ratio = mesh.throughput / baseline.throughput
     print(
         f"turns: {TURNS} turns after {WARMUP} warm-up, {CONCURRENCY} concurrent clients, "

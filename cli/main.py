@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import re
 import sys
 
 import uvloop
@@ -21,8 +22,12 @@ def main(argv: list[str] | None = None) -> int:
     certs = commands.add_parser("certs", help="make the development CA and mesh certificates")
     certs.add_argument("--force", action="store_true", help="re-issue everything, CA included")
 
-    token = commands.add_parser("token", help="print a JWT the local gateway accepts")
-    token.add_argument("--tenant", required=True)
+    token = commands.add_parser(
+        "token", help="print a development JWT the local gateway accepts (not in production)"
+    )
+    token.add_argument(
+        "--tenant", required=True, help="the tenant it acts for (a platform-admin acts for any)"
+    )
     token.add_argument(
         "--role", default="user", choices=["user", "agent", "tenant-admin", "platform-admin"]
     )
@@ -140,10 +145,47 @@ def _audit_verify(tenant: str, *, as_json: bool) -> int:
 
 
 def _token(tenant: str, role: str, subject: str, ttl: int) -> int:
-    from gateway.auth import issue_token
-    from gateway.settings import GatewaySettings
+    """A development token, signed with the dev JWT secret (`JWT_SECRET`, else the one the
+    embedded profile keeps in the state directory). Never in production: tokens there come from
+    the identity provider, and a command that mints any role for any tenant with the production
+    key would be a way around it."""
+    from pydantic import ValidationError
 
-    print(issue_token(GatewaySettings(), tenant_id=tenant, role=role, subject=subject, ttl=ttl))
+    from gateway.auth import issue_token
+    from gateway.models import TENANT_PATTERN
+    from gateway.settings import GatewaySettings
+    from services.mesh.settings import MeshSettings
+
+    if MeshSettings().production:
+        print(
+            "metaagent token: refused with METAAGENT_ENV=production (development tokens only)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        settings = GatewaySettings()
+    except ValidationError as error:
+        # the messages only: pydantic's own text quotes the input, secrets included
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+            for e in error.errors(include_input=False, include_url=False)
+        )
+        print(f"metaagent token: invalid settings: {reasons}", file=sys.stderr)
+        return 1
+    problems = []
+    if not re.match(TENANT_PATTERN, tenant):
+        problems.append(f"--tenant must match {TENANT_PATTERN}")
+    if not subject.strip():
+        problems.append("--sub must not be empty")
+    if not 1 <= ttl <= settings.jwt_max_lifetime_seconds:
+        problems.append(
+            f"--ttl must be between 1 and {settings.jwt_max_lifetime_seconds} seconds "
+            "(JWT_MAX_LIFETIME_SECONDS: the gateway refuses longer-lived tokens)"
+        )
+    if problems:
+        print("metaagent token: " + "; ".join(problems), file=sys.stderr)
+        return 2
+    print(issue_token(settings, tenant_id=tenant, role=role, subject=subject, ttl=ttl))
     return 0
 
 

@@ -83,6 +83,10 @@ class Supervisor:
 
     async def _start(self, child: Child) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env.pop("METRICS_PORT", None)  # one port per process: <COMPONENT>_METRICS_PORT below
+        own_metrics_port = os.environ.get(f"{child.name.upper()}_METRICS_PORT")
+        if own_metrics_port is not None:
+            env["METRICS_PORT"] = own_metrics_port
         child.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",

@@ -1,6 +1,7 @@
 """Between the administration API's JSON models and the context and retrieval messages, and
 from an HTTP request to the call context its gRPC calls carry."""
 
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +34,11 @@ from gateway.admin_models import (
     TurnMetadata,
     TurnRole,
 )
+from gateway.auth import Principal
 from services.mesh import correlation
+from services.mesh.errors import FieldViolation
+
+_PATH_PART = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\["((?:[^"\\]|\\.)*)"\]|\.')
 
 
 @contextmanager
@@ -46,6 +51,34 @@ def admin_call(request: Request, tenant_id: str, session_id: str = "") -> Iterat
     )
     with correlation.bound(call):
         yield
+
+
+def on_behalf_of(principal: Principal) -> context_pb.Principal:
+    """Who the gateway acts for, for the context service's audit entries (which keep the role
+    and a non-reversible reference to the subject)."""
+    return context_pb.Principal(role=principal.role, subject=principal.subject)
+
+
+def json_location(field: str) -> tuple[str | int, ...]:
+    """A protobuf field path (`intents[0].action_types`, `slot_prompts["size"].ask`) as the
+    location of the same field in the JSON body (`intents.0.actionTypes`, `slotPrompts.size.ask`).
+    """
+    location: list[str | int] = []
+    for match in _PATH_PART.finditer(field):
+        name, index, key = match.groups()
+        if name is not None:
+            head, *rest = name.split("_")
+            location.append(head + "".join(part.title() for part in rest))
+        elif index is not None:
+            location.append(int(index))
+        elif key is not None:
+            location.append(re.sub(r"\\(.)", r"\1", key))
+    return tuple(location)
+
+
+def body_errors(violations: Sequence[FieldViolation]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Field violations as `(location in the JSON body, message)` pairs."""
+    return [(json_location(violation.field), violation.description) for violation in violations]
 
 
 def _struct(values: dict[str, Any]) -> struct_pb2.Struct:

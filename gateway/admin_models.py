@@ -15,7 +15,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.models import ID_PATTERN, TENANT_PATTERN, CamelModel
+from gateway.models import ID_PATTERN, TENANT_PATTERN, CamelModel, FreeForm
 from services.orchestrator.actions.registry import REGISTRY
 
 LANGUAGE_PATTERN: Final = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$"
@@ -107,10 +107,19 @@ class TenantIntent(CamelModel):
     follows: list[IntentName] = Field(default_factory=list, max_length=32)
 
 
+PLATFORM_QUOTAS: Final = (
+    ("daily_token_budget", "dailyTokenBudget"),
+    ("turns_per_minute", "turnsPerMinute"),
+)
+"""The fields of a tenant configuration only a platform-admin sets: (name, JSON name)."""
+
+
 class TenantConfig(CamelModel):
     """A business's configuration (tenant.proto TenantConfig). `tenantId` is the path's: on a
     write it may be left out. Zero limits mean the platform defaults (escalation 0.6, dedup
-    window 60 s, no token budget, default rate)."""
+    window 60 s, no token budget, default rate). The quotas `dailyTokenBudget` and
+    `turnsPerMinute` are the platform's: only a platform-admin changes them (a tenant-admin's
+    write keeps them when it leaves them out, and is refused when it sets other values)."""
 
     tenant_id: str | None = Field(None, pattern=TENANT_PATTERN)
     name: str = Field(min_length=1, max_length=200, pattern=r"\S")
@@ -163,7 +172,7 @@ class KnowledgeDocument(CamelModel):
     lang: Language | None = None
     category: str = Field("", max_length=64)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeForm = Field(default_factory=dict)
 
 
 class IngestRejection(CamelModel):
@@ -213,7 +222,14 @@ class ConsentUpdate(CamelModel):
 
     voice_recording: bool | None = None
     data_learning: bool | None = None
-    source: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
+    source: str = Field(
+        "",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="How an administrator captured the consent (e.g. `ivr_prompt`, "
+        "`web_form`; `admin_api` when left out). A user's own change is always recorded as "
+        "`self_service`; a user may send no other source (403).",
+    )
 
 
 class Consent(CamelModel):

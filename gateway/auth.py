@@ -52,6 +52,9 @@ class Principal:
     role: str
     credential: str = "bearer"
     """How the caller proved itself: "bearer" (a JWT) or "hmac" (a signed request)."""
+    expires_at: float | None = None
+    """The token's `exp` (Unix seconds); None for credentials without one (HMAC). Long-lived
+    connections (the hand-over WebSocket) stop acting for it once past (with the leeway)."""
 
     def acting_user(self, requested: str | None) -> str:
         """The user a turn is for: a `user` token acts only as its own subject; agents and
@@ -190,4 +193,6 @@ async def authenticate(
     known_role = isinstance(role, str) and role in ROLES
     if not isinstance(tenant_id, str) or not tenant_id or not known_role:
         raise AuthError(401, "Unauthorized", "the token lacks a tenantId or has an unknown role")
-    return Principal(subject=str(claims["sub"]), tenant_id=tenant_id, role=role)
+    return Principal(
+        subject=str(claims["sub"]), tenant_id=tenant_id, role=role, expires_at=float(claims["exp"])
+    )

@@ -1,14 +1,22 @@
 """The public JSON shapes, in camelCase: the seed's ProcessRequest and ProcessResponse, and the
-frames of the human agents' hand-over WebSocket."""
+frames of the human agents' hand-over WebSocket.
+
+Free-form objects sent in (`FreeForm`: a turn's `metadata` and `contextHints`, an action's
+`params`) become protobuf Structs, so they are held to what a Struct carries
+(services/mesh/freeform.py): at most 32 levels deep, finite numbers, integers within ±2^53;
+anything else is a 400 naming the field.
+"""
 
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from services.mesh.correlation import ID_PATTERN as _ID
 from services.mesh.correlation import TENANT_PATTERN as _TENANT
+from services.mesh.freeform import MAX_DEPTH, freeform_problem
 
 ID_PATTERN = _ID.pattern
 TENANT_PATTERN = _TENANT.pattern
@@ -16,6 +24,24 @@ TENANT_PATTERN = _TENANT.pattern
 
 class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+def _carried_by_a_struct(value: dict[str, Any]) -> dict[str, Any]:
+    problem = freeform_problem(value)
+    if problem is not None:
+        raise PydanticCustomError("free_form_json", str(problem))
+    return value
+
+
+FreeForm = Annotated[
+    dict[str, Any],
+    AfterValidator(_carried_by_a_struct),
+    Field(
+        description=f"Free-form JSON object: at most {MAX_DEPTH} levels deep, finite numbers, "
+        "integers within ±2^53"
+    ),
+]
+"""A free-form JSON object sent in, as a protobuf Struct can carry it."""
 
 
 class Channel(StrEnum):
@@ -32,10 +58,13 @@ class InputType(StrEnum):
 
 
 class ProcessInput(CamelModel):
-    type: InputType
+    type: InputType = Field(
+        description="`text`, or `speech` with its transcript in `text`; `event` input is not "
+        "handled yet and is refused (400)"
+    )
     text: str | None = None
     speech_url: str | None = Field(None, max_length=2048)
-    metadata: dict[str, Any] | None = None
+    metadata: FreeForm | None = None
 
 
 class ProcessRequest(CamelModel):
@@ -45,7 +74,7 @@ class ProcessRequest(CamelModel):
     user_id: str | None = Field(None, max_length=128)
     channel: Channel
     input: ProcessInput
-    context_hints: dict[str, Any] | None = None
+    context_hints: FreeForm | None = None
 
 
 class ActionOut(CamelModel):
@@ -75,7 +104,7 @@ class ActionIn(CamelModel):
     """An action a human agent triggers with a reply (validated by the orchestrator)."""
 
     type: str = Field(min_length=1, max_length=64)
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: FreeForm = Field(default_factory=dict)
 
 
 class AgentReply(CamelModel):

@@ -1,14 +1,24 @@
 """RFC 9457 problem+json responses: the mapping from gRPC status codes and the app's
-exception handlers, so that no route builds an error by hand and no trace reaches a client."""
+exception handlers, so that no route builds an error by hand and no trace reaches a client;
+and the OpenAPI document made to say so (`document_problems`).
 
+A request that fails validation is a 400 problem, never FastAPI's 422 `HTTPValidationError`:
+the document drops the 422 FastAPI adds to every route with parameters or a body, documents the
+400 problem there instead, and lists problem responses under `application/problem+json` only.
+"""
+
+import json
 import logging
-from typing import Any
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any, Final, Literal
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException
 
 from gateway.admin_models import Problem
@@ -35,11 +45,38 @@ HTTP_STATUS_FOR_GRPC = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 
+COMPONENTS: Final = "#/components/schemas/"
+PROBLEM_DESCRIPTION: Final = "An RFC 9457 problem"
 PROBLEM_RESPONSE: dict[str, Any] = {
-    "description": "An RFC 9457 problem",
+    "description": PROBLEM_DESCRIPTION,
     "model": Problem,  # puts the Problem schema in components/schemas
-    "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    "content": {PROBLEM_JSON: {"schema": {"$ref": f"{COMPONENTS}Problem"}}},
 }
+FASTAPI_VALIDATION_SCHEMAS: Final = ("HTTPValidationError", "ValidationError")
+"""The schemas of FastAPI's default 422, which this app never sends."""
+
+_BODY_MODELS: dict[str, type[BaseModel]] = {}
+
+
+def schema_ref(model: type[BaseModel]) -> dict[str, str]:
+    """`{"$ref": "#/components/schemas/<model>"}` for a model FastAPI never sees, such as the
+    body of a route that reads and validates it itself (under its own size limit):
+    `document_problems` puts the model, and the models it nests, in `components/schemas`."""
+    _BODY_MODELS[model.__name__] = model
+    return {"$ref": f"{COMPONENTS}{model.__name__}"}
+
+
+def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI `requestBody` of such a route: required, `application/json`, `model`."""
+    return {"required": True, "content": {"application/json": {"schema": schema_ref(model)}}}
+
+
+def title_of(status: int) -> str:
+    """The problem title of an HTTP status: its reason phrase ("Unsupported Media Type")."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def problem(
@@ -140,10 +177,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:
-        title = {404: "Not Found", 405: "Method Not Allowed"}.get(error.status_code, "Error")
         return problem(
             error.status_code,
-            title,
+            title_of(error.status_code),
             str(error.detail),
             correlation_id=_cid(request),
             headers=getattr(error, "headers", None),
@@ -153,3 +189,93 @@ def install_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
         return problem(500, "Internal Server Error", "internal error", correlation_id=_cid(request))
+
+    document_problems(app)
+
+
+# --- the OpenAPI document ------------------------------------------------------------------
+
+
+def document_problems(app: FastAPI) -> None:
+    """Make `app.openapi()` (and so `/openapi.json` and `/docs`) document the errors this app
+    sends: see the module's docstring and `tidy_openapi`."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = tidy_openapi(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def tidy_openapi(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` (FastAPI's) with, in place:
+    - the models of `schema_ref` (request bodies FastAPI never saw) in the components;
+    - every 422 that is FastAPI's default replaced by the 400 problem (validation failures are
+      400s here), and the default's schemas dropped when nothing refers to them any more;
+    - problem responses documented as `application/problem+json` only, each described by its
+      status ("Unsupported Media Type: an RFC 9457 problem").
+    """
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    text = json.dumps(document)
+    referenced = [m for m in _BODY_MODELS.values() if f'"{COMPONENTS}{m.__name__}"' in text]
+    _add_models(schemas, referenced, "validation")
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                _tidy_responses(operation["responses"])
+    text = json.dumps(document)
+    if f'"{COMPONENTS}Problem"' in text:  # a 400 added where no route had a problem yet
+        _add_models(schemas, [Problem], "serialization")
+    for name in FASTAPI_VALIDATION_SCHEMAS:  # HTTPValidationError refers to ValidationError
+        if f'"{COMPONENTS}{name}"' not in json.dumps(document):
+            schemas.pop(name, None)
+    return document
+
+
+def _add_models(
+    schemas: dict[str, Any],
+    models: list[type[BaseModel]],
+    mode: Literal["validation", "serialization"],
+) -> None:
+    """`models` and the models they nest, under their names; a name FastAPI already used for a
+    different schema is a bug in the document."""
+    if not models:
+        return
+    _, generated = models_json_schema(
+        [(model, mode) for model in models], ref_template=COMPONENTS + "{model}"
+    )
+    for name, schema in generated.get("$defs", {}).items():
+        if name in schemas and mode == "serialization":
+            continue  # FastAPI's own (response models are its business)
+        if schemas.setdefault(name, schema) != schema:
+            raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
+
+
+def _is_fastapi_validation_error(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return bool(schema.get("$ref") == f"{COMPONENTS}HTTPValidationError")
+
+
+def _tidy_responses(responses: dict[str, Any]) -> None:
+    default_422 = responses.get("422")
+    if isinstance(default_422, dict) and _is_fastapi_validation_error(default_422):
+        del responses["422"]
+        responses.setdefault("400", _problem_response())
+    for status, response in responses.items():
+        content = response.get("content", {})
+        if PROBLEM_JSON not in content:
+            continue
+        # `"model": Problem` documents application/json too; problems are never sent as that
+        if content.get("application/json") == content[PROBLEM_JSON]:
+            del content["application/json"]
+        if response.get("description") == PROBLEM_DESCRIPTION and status.isdigit():
+            response["description"] = f"{title_of(int(status))}: an RFC 9457 problem"
+
+
+def _problem_response() -> dict[str, Any]:
+    return {
+        "description": PROBLEM_DESCRIPTION,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": f"{COMPONENTS}Problem"}}},
+    }

@@ -7,6 +7,12 @@ tenant) and `GATEWAY_RATE_LIMIT_TENANT_PER_MINUTE` per tenant; 0 disables either
 own window is counted first, so one noisy caller is refused before it eats its tenant's budget.
 A refusal is 429 with `Retry-After` (the seconds left in the window).
 
+Failed signatures: `GATEWAY_RATE_LIMIT_SIGNATURE_FAILURES_PER_MINUTE` per HMAC client id (a
+signature that does not match, a replay; gateway/signatures.py). Once a client id has used them
+up, its signed requests are refused (429) before their body is read or their signature checked,
+until the window ends: signatures cannot be tried without limit, at the price that someone who
+knows a client id can hold that client off for the rest of a minute.
+
 Fail-open: when the counters cannot answer (Redis down) the request passes unlimited; a warning
 is logged once per outage and `meta_agent_gateway_rate_limit_unchecked_total` counts them.
 """
@@ -21,6 +27,7 @@ from gateway.auth import AuthError, Principal
 from gateway.settings import GatewaySettings
 from services.mesh.counters import RateCounters
 from services.mesh.errors import MeshError
+from services.mesh.metrics import RATE_LIMITED
 
 log = logging.getLogger("metaagent.gateway.ratelimit")
 WINDOW_SECONDS: Final = 60.0
@@ -36,22 +43,79 @@ class RateLimiter:
         self._counters = counters
         self._failing = False
 
+    def _signature_failures(self, tenant_id: str, client_id: str) -> tuple[str, int]:
+        return (
+            f"gateway:signature-failures:{tenant_id}:{client_id}",
+            self._settings.rate_limit_signature_failures_per_minute,
+        )
+
+    async def check_signature_failures(self, tenant_id: str, client_id: str) -> None:
+        """AuthError(429) while the client's failed signatures have used up their window;
+        counts nothing."""
+        key, limit = self._signature_failures(tenant_id, client_id)
+        if limit <= 0:
+            return
+        try:
+            window = await self._counters.hit(key, limit, WINDOW_SECONDS, cost=0)
+        except MeshError as error:
+            self._fail_open(error)
+            return
+        if window.used >= limit:
+            RATE_LIMITED.labels("gateway_signature_failures").inc()
+            raise self._too_many(
+                self._failed_signatures(limit),
+                window.retry_after,
+            )
+
+    async def count_signature_failure(self, tenant_id: str, client_id: str) -> None:
+        """Count one failed signature of the client; AuthError(429) when it is past the
+        limit (the caller answers 401 otherwise)."""
+        key, limit = self._signature_failures(tenant_id, client_id)
+        if limit <= 0:
+            return
+        try:
+            decision = await self._counters.hit(key, limit, WINDOW_SECONDS)
+        except MeshError as error:
+            self._fail_open(error)
+            return
+        if not decision.allowed:
+            RATE_LIMITED.labels("gateway_signature_failures").inc()
+            raise self._too_many(
+                self._failed_signatures(limit),
+                decision.retry_after,
+            )
+
+    @staticmethod
+    def _failed_signatures(limit: int) -> str:
+        return f"{limit} bad signatures from this client within a minute: wait for Retry-After"
+
+    @staticmethod
+    def _too_many(detail: str, retry_after: float) -> AuthError:
+        return AuthError(
+            429,
+            "Too Many Requests",
+            detail,
+            headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+        )
+
     async def check(self, principal: Principal) -> None:
         """Count the request against its caller and tenant; AuthError(429) past a limit."""
         tenant = principal.tenant_id
         windows = (
             (
+                "gateway_client",
                 f"gateway:client:{tenant}:{principal.credential}:{principal.subject}",
                 self._settings.rate_limit_client_per_minute,
                 "this caller",
             ),
             (
+                "gateway_tenant",
                 f"gateway:tenant:{tenant}",
                 self._settings.rate_limit_tenant_per_minute,
                 "this tenant",
             ),
         )
-        for key, limit, whom in windows:
+        for scope, key, limit, whom in windows:
             if limit <= 0:
                 continue
             try:
@@ -63,11 +127,9 @@ class RateLimiter:
                 self._failing = False
                 log.info("gateway rate counters answer again")
             if not decision.allowed:
-                raise AuthError(
-                    429,
-                    "Too Many Requests",
-                    f"{whom} may make {limit} requests per minute",
-                    headers={"Retry-After": str(max(1, math.ceil(decision.retry_after)))},
+                RATE_LIMITED.labels(scope).inc()
+                raise self._too_many(
+                    f"{whom} may make {limit} requests per minute", decision.retry_after
                 )
 
     def _fail_open(self, error: MeshError) -> None:

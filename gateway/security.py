@@ -2,9 +2,10 @@
 
 `authenticate_bearer` is the one entry point for a token (routes and the hand-over WebSocket);
 `current_principal` is the dependency HTTP routes declare through `Caller`: a Bearer token or an
-HMAC signature (gateway/signatures.py), then the rate limits (gateway/ratelimit.py). A request
-carrying both a Bearer token and a signature is refused as ambiguous (400): the gateway never
-guesses which credential the caller meant.
+HMAC signature (gateway/signatures.py, which counts a client's failed signatures in the rate
+limiter too), then the rate limits (gateway/ratelimit.py). A request carrying both a Bearer
+token and a signature is refused as ambiguous (400): the gateway never guesses which credential
+the caller meant.
 
 The verifiers, the replay cache and the rate counters live in one `Security` on `app.state`,
 opened on first use (or by `open_security` in the app's lifespan) and closed by
@@ -82,7 +83,9 @@ async def current_principal(request: Request) -> Principal:
     security = open_security(request.app)
     if signed:
         settings: GatewaySettings = request.app.state.settings
-        principal = await authenticate_signature(request, settings, security.replay)
+        principal = await authenticate_signature(
+            request, settings, security.replay, security.limiter
+        )
     else:
         principal = await authenticate_bearer(request.app, authorization)
     await security.limiter.check(principal)

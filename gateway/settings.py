@@ -1,6 +1,6 @@
 """Gateway settings: the seed's `JWT_SECRET` / `HMAC_SECRET` plus HTTP limits."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -43,8 +43,16 @@ class GatewaySettings(MeshSettings):
     hmac_tolerance_seconds: int = Field(
         300, ge=1, le=3600, validation_alias="HMAC_TOLERANCE_SECONDS"
     )
+    hmac_require_v2: bool = Field(
+        default_factory=lambda values: _is_production(values),
+        validation_alias="HMAC_REQUIRE_V2",
+    )
+    """Refuse signatures without a `v2` element (method, path and body signed); by default
+    true in production, false in development (gateway/signatures.py)."""
     replay_cache_url: str = Field("memory://", validation_alias="GATEWAY_REPLAY_CACHE_URL")
+    """`memory://` (one process; refused in production) or `redis://…` (every replica)."""
     rate_limit_url: str = Field("memory://", validation_alias="GATEWAY_RATE_LIMIT_URL")
+    """`memory://` (one process; refused in production) or `redis://…` (every replica)."""
     rate_limit_tenant_per_minute: int = Field(
         3000, ge=0, validation_alias="GATEWAY_RATE_LIMIT_TENANT_PER_MINUTE"
     )
@@ -53,6 +61,12 @@ class GatewaySettings(MeshSettings):
         600, ge=0, validation_alias="GATEWAY_RATE_LIMIT_CLIENT_PER_MINUTE"
     )
     """Requests one caller (token subject or HMAC client) may make per minute (0: no limit)."""
+    rate_limit_signature_failures_per_minute: int = Field(
+        30, ge=0, validation_alias="GATEWAY_RATE_LIMIT_SIGNATURE_FAILURES_PER_MINUTE"
+    )
+    """Failed signatures (a mismatch or a replay) one HMAC client id may send per minute; past
+    it, that client's signed requests are refused (429) before their body is read (0: no
+    limit)."""
     max_body_bytes: int = Field(64 * 1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
     max_text_chars: int = Field(4000, validation_alias="GATEWAY_MAX_TEXT_CHARS")
     process_timeout_seconds: float = Field(15.0, validation_alias="GATEWAY_PROCESS_TIMEOUT_SECONDS")
@@ -72,6 +86,12 @@ class GatewaySettings(MeshSettings):
         64 * 1024, ge=1024, validation_alias="GATEWAY_MAX_WS_MESSAGE_BYTES"
     )
     """The largest message a human agent may send on the hand-over WebSocket."""
+    max_handoff_sockets_per_agent: int = Field(
+        4, ge=1, validation_alias="GATEWAY_MAX_HANDOFF_SOCKETS_PER_AGENT"
+    )
+    """Hand-over WebSockets one agent may keep open on one gateway replica."""
+    metrics_token: SecretStr | None = Field(None, validation_alias="GATEWAY_METRICS_TOKEN")
+    """When set, `/metrics` answers only `Authorization: Bearer <this token>` (the scraper's)."""
     handoff_watch_seconds: float = Field(
         3600.0, gt=0, validation_alias="GATEWAY_HANDOFF_WATCH_SECONDS"
     )
@@ -113,4 +133,29 @@ class GatewaySettings(MeshSettings):
                 )
             if self.jwt_jwks_url and not self.jwt_jwks_url.startswith("https://"):
                 raise ValueError("production refuses a JWT_JWKS_URL that is not https://")
+            in_process = [
+                name
+                for name, url in (
+                    ("GATEWAY_REPLAY_CACHE_URL", self.replay_cache_url),
+                    ("GATEWAY_RATE_LIMIT_URL", self.rate_limit_url),
+                )
+                if url.split(":", 1)[0] not in SHARED_SCHEMES
+            ]
+            if in_process:
+                # per replica, a signature replayed to another replica or a limit spread over
+                # replicas would pass: production shares them through Redis
+                raise ValueError(
+                    f"production refuses an in-process (memory://) {', '.join(in_process)}: "
+                    "set redis://… or rediss://…, shared by every replica"
+                )
         return self
+
+
+SHARED_SCHEMES = ("redis", "rediss")
+"""The URL schemes of stores every gateway replica shares."""
+
+
+def _is_production(values: dict[str, Any]) -> bool:
+    """Whether the settings validated so far are production's (the default of settings that
+    differ between the two)."""
+    return bool(values.get("environment") == "production")

@@ -9,8 +9,14 @@ entry `bearer.<jwt>` offered next to `metaagent.handoff.v1`:
 
 The gateway selects `metaagent.handoff.v1` (never echoing the token). There is no query
 parameter: URLs end up in access logs and browser history. The token needs the role `agent` or
-`tenant-admin` (platform-admin passes) and the path's tenant. A refusal accepts the handshake
-and closes at once with 1008 (policy violation) and the reason.
+`tenant-admin` (platform-admin passes) and the path's tenant; opening a socket counts against the
+gateway's rate limits (gateway/ratelimit.py) like a request, and one agent keeps at most
+`GATEWAY_MAX_HANDOFF_SOCKETS_PER_AGENT` (default 4) sockets open on a gateway replica. A refusal
+accepts the handshake and closes at once with 1008 (policy violation) and the reason.
+
+The token is checked again for as long as the socket lives: when its `exp` passes (with
+`JWT_LEEWAY_SECONDS`, as for requests) the socket closes with 1008 ("Unauthorized: the token has
+expired"); connect again with a fresh one.
 
 Frames are JSON text, camelCase. The gateway sends:
 
@@ -26,14 +32,19 @@ and takes (models.AgentMessage):
     {"type": "ack", "eventId"}
 
 A reply becomes OrchestratorService.SubmitHumanReply as the token's subject (its correlationId
-is the idempotency key: a retry with the same one is stored once). A message over
-`GATEWAY_MAX_WS_MESSAGE_BYTES`, a binary or malformed one gets an error frame.
+is the idempotency key: a retry with the same one is stored once; another reply with a used
+one gets a 409 error frame) and counts against the rate limits (a 429 error frame past them,
+with `retryAfter` seconds). A message over `GATEWAY_MAX_WS_MESSAGE_BYTES`, a binary or
+malformed one (nested too deep included) gets an error frame.
 
 Delivery is at least once. The hand-overs come from OrchestratorService.WatchHandoffs: each goes
-to one connected agent of the tenant and stays in flight with that agent until it sends
-`{"type": "ack", "eventId"}`. An agent who disconnects, even mid-delivery, ends the watch (the
-gRPC stream is cancelled) and whatever it had not acknowledged goes back to the front of the
-queue for the next agent, who may thus get a hand-over the first one saw: dedupe by eventId.
+to one connected agent of the tenant and stays in flight with that agent's socket until it sends
+`{"type": "ack", "eventId"}` (only that agent may acknowledge it). The socket watches again,
+under the same connection id, each time a watch reaches `GATEWAY_HANDOFF_WATCH_SECONDS`: what it
+had not acknowledged stays its own across the re-watch, and a socket never sends one hand-over
+twice. An agent who disconnects, even mid-delivery, ends the watch (the gRPC stream is
+cancelled) and whatever it had not acknowledged goes back to the front of the queue for the next
+agent, who may thus get a hand-over the first one saw: dedupe by eventId.
 Nothing is lost while the orchestrator runs; its restart loses the queue (the sessions keep
 their transcripts and escalated mark). If the orchestrator cannot be watched, the socket gets
 an error frame and closes with 1013 (try again later) or 1011.
@@ -43,7 +54,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
+from collections import Counter, OrderedDict
 from typing import Any, Final
 
 import grpc
@@ -57,7 +70,7 @@ from gateway import convert
 from gateway.auth import AuthError, Principal
 from gateway.models import TENANT_PATTERN, AgentAck, AgentMessage, AgentReply
 from gateway.problems import PROBLEM_RESPONSE, field_errors, problem
-from gateway.security import authenticate_bearer
+from gateway.security import authenticate_bearer, open_security
 from gateway.settings import GatewaySettings
 from gateway.streaming import problem_body
 from services.mesh import correlation
@@ -74,6 +87,10 @@ INTERNAL_ERROR: Final = 1011
 TRY_AGAIN_LATER: Final = 1013
 MAX_REASON_BYTES: Final = 123
 WATCH_REGISTERED: Final = ("x-handoff-watch", "registered")
+"""`GATEWAY_MAX_HANDOFF_SOCKETS_PER_AGENT` when the settings do not name it."""
+FORWARDED_MEMORY: Final = 10_000
+"""Hand-over ids a socket remembers having sent (it never sends one twice)."""
+EXPIRED_REASON: Final = "Unauthorized: the token has expired"
 MESSAGES: TypeAdapter[AgentReply | AgentAck] = TypeAdapter(AgentMessage)
 
 
@@ -108,13 +125,48 @@ async def handoff_socket(websocket: WebSocket) -> None:
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered else None
     try:
         principal = await _authenticate(websocket, tenant_id, offered)
+        await open_security(websocket.app).limiter.check(principal)
+        agent = _claim_socket(websocket, principal)
     except AuthError as error:
         log.info("hand-over socket refused: %s", error.title, extra={"status": error.status})
         await websocket.accept(subprotocol=subprotocol)
         await websocket.close(POLICY_VIOLATION, _reason(f"{error.title}: {error.detail}"))
         return
-    await websocket.accept(subprotocol=subprotocol)
-    await AgentConnection(websocket, principal, tenant_id).run()
+    try:
+        await websocket.accept(subprotocol=subprotocol)
+        await AgentConnection(websocket, principal, tenant_id).run()
+    finally:
+        _release_socket(websocket, agent)
+
+
+def _open_sockets(websocket: WebSocket) -> Counter[tuple[str, str, str]]:
+    """The hand-over sockets open on this gateway replica, per agent."""
+    state = websocket.app.state
+    sockets: Counter[tuple[str, str, str]] | None = getattr(state, "handoff_sockets", None)
+    if sockets is None:
+        sockets = state.handoff_sockets = Counter()
+    return sockets
+
+
+def _claim_socket(websocket: WebSocket, principal: Principal) -> tuple[str, str, str]:
+    """Count one more socket for the agent; AuthError(429) past the per-agent cap."""
+    settings: GatewaySettings = websocket.app.state.settings
+    limit = settings.max_handoff_sockets_per_agent
+    agent = (principal.tenant_id, principal.credential, principal.subject)
+    sockets = _open_sockets(websocket)
+    if sockets[agent] >= limit:
+        raise AuthError(
+            429, "Too many sockets", f"an agent may keep {limit} hand-over sockets open"
+        )
+    sockets[agent] += 1
+    return agent
+
+
+def _release_socket(websocket: WebSocket, agent: tuple[str, str, str]) -> None:
+    sockets = _open_sockets(websocket)
+    sockets[agent] -= 1
+    if sockets[agent] <= 0:
+        del sockets[agent]
 
 
 async def _authenticate(websocket: WebSocket, tenant_id: str, offered: list[str]) -> Principal:
@@ -152,6 +204,11 @@ class AgentConnection:
             "correlation_id", str(uuid.uuid4())
         )
         self._sending = asyncio.Lock()
+        self._connection_id = uuid.uuid4().hex
+        """Names this socket to the orchestrator on every watch (its hand-overs in flight
+        stay its own across re-watches) and acknowledgement."""
+        self._forwarded: OrderedDict[str, None] = OrderedDict()
+        """Ids of the hand-overs this socket has sent (the latest FORWARDED_MEMORY)."""
 
     def _call(self, correlation_id: str, session_id: str = "") -> correlation.CallContext:
         return correlation.CallContext(
@@ -164,8 +221,11 @@ class AgentConnection:
             log.info("agent connected", extra={"agentId": self._principal.subject})
         watching = asyncio.create_task(self._forward_handoffs(), name="handoff-watch")
         receiving = asyncio.create_task(self._receive(), name="handoff-receive")
+        expiring = asyncio.create_task(self._expire(), name="handoff-token-expiry")
         try:
-            done, _ = await asyncio.wait((watching, receiving), return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                (watching, receiving, expiring), return_when=asyncio.FIRST_COMPLETED
+            )
             if watching in done and not watching.cancelled():
                 failure = watching.exception()
                 if failure is not None:
@@ -176,27 +236,72 @@ class AgentConnection:
                     with correlation.bound(self._call(self._correlation_id)):
                         log.error("hand-over socket failed", exc_info=broken)
         finally:
-            for task in (watching, receiving):
+            for task in (watching, receiving, expiring):
                 task.cancel()
-            for task in (watching, receiving):
+            for task in (watching, receiving, expiring):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             with correlation.bound(self._call(self._correlation_id)):
                 log.info("agent disconnected", extra={"agentId": self._principal.subject})
 
+    def _token_left(self) -> float | None:
+        """Seconds before the token stops being accepted (its `exp` plus the leeway, as for
+        requests); None when it has no expiry."""
+        expires_at = self._principal.expires_at
+        if expires_at is None:
+            return None
+        return expires_at + self._settings.jwt_leeway_seconds - time.time()
+
+    def _token_expired(self) -> bool:
+        left = self._token_left()
+        return left is not None and left <= 0
+
+    async def _expire(self) -> None:
+        """Close the socket (1008) once the token expires; without an expiry, wait to be
+        cancelled."""
+        left = self._token_left()
+        if left is None:
+            await asyncio.Future()
+            return
+        await asyncio.sleep(max(left, 0.0) + 0.01)  # `exp` is in whole seconds: past it
+        await self._close_expired()
+
+    async def _close_expired(self) -> None:
+        with correlation.bound(self._call(self._correlation_id)):
+            log.info("hand-over socket closed: the token expired")
+        await self._close(POLICY_VIOLATION, EXPIRED_REASON)
+
+    async def _close(self, code: int, reason: str) -> None:
+        async with self._sending:
+            if self._socket.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                    await self._socket.close(code, _reason(reason))
+
     async def _forward_handoffs(self) -> None:
-        """WatchHandoffs to the socket; watched again when its deadline passes."""
+        """WatchHandoffs to the socket; watched again when its deadline passes (while the
+        token holds), under the socket's connection id."""
         ready = False
         while True:
+            if self._token_expired():
+                await self._close_expired()
+                return
             with correlation.bound(self._call(self._correlation_id)):
                 call = self._orchestrator.WatchHandoffs(
-                    pb.WatchHandoffsRequest(agent_id=self._principal.subject),
+                    pb.WatchHandoffsRequest(
+                        agent_id=self._principal.subject, connection_id=self._connection_id
+                    ),
                     timeout=self._settings.handoff_watch_seconds,
                 )
             try:
                 headers = await call.initial_metadata()
+                first = None
                 if WATCH_REGISTERED not in tuple(headers or ()):
-                    await call.read()  # failed before watching: raises its status
+                    # no registration header: a failed watch raises its status here; a healthy
+                    # one (an orchestrator that does not send the header) gives its first
+                    # hand-over, which is forwarded below, never dropped
+                    first = await call.read()
+                    if first is grpc.aio.EOF:
+                        continue
                 if not ready:
                     ready = True
                     await self._send(
@@ -206,19 +311,37 @@ class AgentConnection:
                             "agentId": self._principal.subject,
                         }
                     )
+                if first is not None:
+                    await self._forward(first)
                 while (message := await call.read()) is not grpc.aio.EOF:
-                    handoff = convert.handoff_out(message.handoff).model_dump(by_alias=True)
-                    await self._send({"type": "handoff", "handoff": handoff})
+                    await self._forward(message)
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise
             finally:
-                call.cancel()  # ends the watch: the unacknowledged hand-overs are queued again
+                # after the deadline a no-op (the socket's hand-overs stay reserved for its next
+                # watch); otherwise it ends the watch and the orchestrator queues them again
+                call.cancel()
+
+    async def _forward(self, message: pb.WatchHandoffsResponse) -> None:
+        """Send a hand-over to the socket, unless the socket sent it already (a re-watch
+        delivers the socket's unacknowledged hand-overs again)."""
+        event_id = message.handoff.event_id
+        if event_id in self._forwarded:
+            return
+        self._forwarded[event_id] = None
+        while len(self._forwarded) > FORWARDED_MEMORY:
+            self._forwarded.popitem(last=False)
+        handoff = convert.handoff_out(message.handoff).model_dump(by_alias=True)
+        await self._send({"type": "handoff", "handoff": handoff})
 
     async def _receive(self) -> None:
         while True:
             message = await self._socket.receive()
             if message["type"] == "websocket.disconnect":
+                return
+            if self._token_expired():
+                await self._close_expired()
                 return
             text, data = message.get("text"), message.get("bytes")
             await self._handle(text, data)
@@ -234,6 +357,9 @@ class AgentConnection:
             return
         try:
             raw = json.loads(text)
+        except RecursionError:
+            await self._error(400, "Bad Request", "the message is nested too deeply")
+            return
         except ValueError:
             await self._error(400, "Bad Request", "the message is not valid JSON")
             return
@@ -252,6 +378,18 @@ class AgentConnection:
         cid = parsed.correlation_id or str(uuid.uuid4())
         try:
             if isinstance(parsed, AgentReply):
+                try:
+                    await open_security(self._socket.app).limiter.check(self._principal)
+                except AuthError as refused:
+                    retry_after = (refused.headers or {}).get("Retry-After")
+                    await self._error(
+                        refused.status,
+                        refused.title,
+                        refused.detail,
+                        correlation_id=cid,
+                        extra={"retryAfter": int(retry_after)} if retry_after else None,
+                    )
+                    return
                 await self._reply(parsed, cid)
             else:
                 await self._acknowledge(parsed, cid)
@@ -274,7 +412,11 @@ class AgentConnection:
     async def _acknowledge(self, message: AgentAck, cid: str) -> None:
         with correlation.bound(self._call(cid)):
             answer = await self._orchestrator.AckHandoff(
-                pb.AckHandoffRequest(event_id=message.event_id)
+                pb.AckHandoffRequest(
+                    event_id=message.event_id,
+                    agent_id=self._principal.subject,
+                    connection_id=self._connection_id,
+                )
             )
         await self._send(
             {

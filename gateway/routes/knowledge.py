@@ -9,10 +9,13 @@ Ingestion is idempotent: unchanged documents are not re-embedded, so a catalogue
 failed half-way (503: the products before the failure stay stored) is simply sent again.
 """
 
+import asyncio
 import logging
-from typing import Annotated, Any, Final
+from collections.abc import AsyncIterator
+from typing import Annotated, Final
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
+from google.protobuf import message
 from metaagent.retrieval.v1 import retrieval_service_pb2 as retrieval_pb
 from pydantic import Field, TypeAdapter, ValidationError
 
@@ -27,7 +30,7 @@ from gateway.admin_models import (
 )
 from gateway.models import ID_PATTERN, TENANT_PATTERN
 from gateway.problems import PROBLEM_RESPONSE
-from gateway.requests import PayloadTooLarge, read_body
+from gateway.requests import PayloadTooLarge, body_limit, read_body
 from gateway.security import Caller
 from gateway.settings import GatewaySettings
 from services.mesh import correlation
@@ -99,12 +102,13 @@ def _media_type(request: Request) -> str:
         status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 413, 415, 429, 503, 504)
     },
 )
+@body_limit(lambda settings: settings.max_knowledge_bytes)
 async def ingest(request: Request, tenant_id: TenantId, principal: Caller) -> IngestResult:
     principal.require_tenant(tenant_id)
     principal.require_role("tenant-admin")
     settings: GatewaySettings = request.app.state.settings
     media = _media_type(request)
-    raw = await read_body(request, settings.max_knowledge_bytes)
+    raw = await read_body(request)
     with convert.admin_call(request, tenant_id):
         if media == JSON:
             return await _documents(request, raw, settings)
@@ -142,15 +146,62 @@ async def _catalogue(request: Request, raw: bytes, settings: GatewaySettings) ->
     if not checked.products:
         raise invalid([(("body",), "the catalogue has no products")])
     lines = [line for line, _ in checked.products]
-    stream: Any = (retrieval_pb.BulkIngestRequest(product=p) for _, p in checked.products)
-    reply = await request.app.state.clients.retrieval.BulkIngest(
-        stream, timeout=settings.knowledge_timeout_seconds
-    )
+    reply = await _bulk_ingest(request, checked.products, settings)
     log.info(
         "catalogue ingested",
         extra={"products": len(lines), "upserted": reply.upserted, "rejected": reply.rejected},
     )
     return convert.ingested(reply, lines)
+
+
+class _Stream:
+    """The products of a catalogue as BulkIngest's request stream, remembering a failure raised
+    into it: grpc.aio cancels a call whose request iterator fails, and the caller then sees only
+    a CancelledError, which no exception handler answers."""
+
+    def __init__(self, products: list[tuple[int, retrieval_pb.Product]]) -> None:
+        self._products = products
+        self.line = 0
+        self.failure: Exception | None = None
+
+    async def requests(self) -> AsyncIterator[retrieval_pb.BulkIngestRequest]:
+        try:
+            for line, product in self._products:
+                self.line = line
+                yield retrieval_pb.BulkIngestRequest(product=product)
+        except Exception as error:  # raised at the yield, by the transport sending it
+            self.failure = error
+            raise
+
+
+async def _bulk_ingest(
+    request: Request, products: list[tuple[int, retrieval_pb.Product]], settings: GatewaySettings
+) -> retrieval_pb.BulkIngestResponse:
+    """Stream `products` over BulkIngest; a failure inside the stream is a problem response:
+    400 naming the line for a product the contract cannot carry, else the failure itself
+    (500), and 503 for a call cancelled under the request for no reason it gives."""
+    stream = _Stream(products)
+    try:
+        retrieval = request.app.state.clients.retrieval
+        reply: retrieval_pb.BulkIngestResponse = await retrieval.BulkIngest(
+            stream.requests(), timeout=settings.knowledge_timeout_seconds
+        )
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this request itself is being cancelled (the client went away)
+        if isinstance(stream.failure, message.Error):
+            reason = "the product cannot be encoded for the retrieval service"
+            raise invalid([((f"line {stream.line}",), reason)]) from None
+        if stream.failure is not None:
+            raise stream.failure from None
+        raise HTTPException(
+            503,
+            "the catalogue stream was cut off: send the catalogue again (unchanged products "
+            "are not stored twice)",
+            headers={"Retry-After": "1"},
+        ) from None
+    return reply
 
 
 @router.get(

@@ -7,9 +7,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway import convert, streaming
-from gateway.models import ProcessRequest, ProcessResponse
-from gateway.problems import PROBLEM_RESPONSE
-from gateway.requests import PayloadTooLarge, json_body
+from gateway.admin_models import invalid
+from gateway.models import InputType, ProcessRequest, ProcessResponse
+from gateway.problems import PROBLEM_RESPONSE, json_request_body
+from gateway.requests import PayloadTooLarge, body_limit, json_body
 from gateway.security import Caller
 from gateway.settings import GatewaySettings
 from services.mesh import correlation
@@ -30,20 +31,19 @@ EVENT_STREAM_RESPONSE = {
     "/v2/agents/meta-agent/process",
     response_model=ProcessResponse,
     response_model_by_alias=True,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ProcessRequest.model_json_schema()}},
-        }
-    },
+    openapi_extra={"requestBody": json_request_body(ProcessRequest)},
     responses={
         200: EVENT_STREAM_RESPONSE,
         **{status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 409, 413, 429, 503, 504)},
     },
 )
+@body_limit(lambda settings: settings.max_body_bytes)
 async def process(request: Request, principal: Caller) -> Response:
     settings: GatewaySettings = request.app.state.settings
-    body = await json_body(request, ProcessRequest, settings.max_body_bytes)
+    body = await json_body(request, ProcessRequest)
+    if body.input.type is InputType.EVENT:
+        # the orchestrator answers UNIMPLEMENTED (a 5xx) for events: refuse them as bad input
+        raise invalid([(("input", "type"), "event input is not handled yet: send text or speech")])
     if body.input.text is not None and len(body.input.text) > settings.max_text_chars:
         raise PayloadTooLarge(f"input.text exceeds {settings.max_text_chars} characters")
     principal.require_tenant(body.tenant_id)

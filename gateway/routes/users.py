@@ -2,8 +2,9 @@
 gates: `tenants.py`). A `user` token reaches only its own consent and its own sessions."""
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
+import grpc
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from metaagent.context.v1 import consent_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
@@ -21,15 +22,18 @@ from gateway.admin_models import (
 from gateway.auth import AuthError, Principal
 from gateway.models import ID_PATTERN, TENANT_PATTERN
 from gateway.problems import PROBLEM_RESPONSE
-from gateway.requests import json_body
+from gateway.requests import body_limit, json_body
 from gateway.security import Caller
-from gateway.settings import GatewaySettings
 
 log = logging.getLogger("metaagent.gateway")
 router = APIRouter(tags=["users"])
 TenantId = Annotated[str, Path(alias="tenantId", pattern=TENANT_PATTERN)]
 UserId = Annotated[str, Path(alias="userId", pattern=USER_PATTERN)]
 SessionId = Annotated[str, Path(alias="sessionId", pattern=ID_PATTERN)]
+USER_SOURCE: Final = "self_service"
+"""The consent source of a user's own change (the only one a user gets)."""
+ADMIN_SOURCE: Final = "admin_api"
+"""The consent source of an administrator's change that names none."""
 PROBLEMS: dict[int | str, dict[str, Any]] = {
     status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 429, 503, 504)
 }
@@ -83,14 +87,27 @@ async def get_consent(
     },
     responses=PROBLEMS | {413: PROBLEM_RESPONSE},
 )
+@body_limit(lambda settings: settings.max_body_bytes)
 async def put_consent(
     request: Request, tenant_id: TenantId, user_id: UserId, principal: Caller
 ) -> Consent:
     """`true` grants a kind, `false` revokes it, a kind left out is unchanged (each change is
-    audited by the context service)."""
+    audited by the context service, with its source: `self_service` for a user's own change,
+    else the administrator's `source`, `admin_api` by default; a user may not choose one).
+
+    Revocations are applied first, then grants (the context service has no single call for
+    both): when the grant fails after the revocation was stored, the answer is the failure
+    (e.g. 503, nothing granted) and the revocation stays, which errs on the side of less
+    consent; sending the same request again completes it."""
     _self_or_admin(principal, tenant_id, user_id)
-    settings: GatewaySettings = request.app.state.settings
-    body = await json_body(request, ConsentUpdate, settings.max_body_bytes)
+    body = await json_body(request, ConsentUpdate)
+    if principal.role == "user" and body.source not in ("", USER_SOURCE):
+        raise AuthError(
+            403,
+            "Forbidden",
+            f"a user's own consent change is recorded as {USER_SOURCE}: only a tenant-admin "
+            "chooses the source",
+        )
     kinds = {
         consent_pb2.CONSENT_KIND_VOICE_RECORDING: body.voice_recording,
         consent_pb2.CONSENT_KIND_DATA_LEARNING: body.data_learning,
@@ -103,13 +120,28 @@ async def put_consent(
     with convert.admin_call(request, tenant_id):
         await _known_tenant(request)
         record = consent_pb2.UserConsent()
-        if granted:
-            source = body.source or ("self_service" if principal.role == "user" else "admin_api")
-            grant = context_pb.GrantConsentRequest(user_id=user_id, kinds=granted, source=source)
-            record = (await context.GrantConsent(grant)).consent
-        if revoked:
-            revoke = context_pb.RevokeConsentRequest(user_id=user_id, kinds=revoked)
+        if revoked:  # first: a failure after it leaves less consent, never more
+            revoke = context_pb.RevokeConsentRequest(
+                user_id=user_id, kinds=revoked, on_behalf_of=convert.on_behalf_of(principal)
+            )
             record = (await context.RevokeConsent(revoke)).consent
+        if granted:
+            source = USER_SOURCE if principal.role == "user" else body.source or ADMIN_SOURCE
+            grant = context_pb.GrantConsentRequest(
+                user_id=user_id,
+                kinds=granted,
+                source=source,
+                on_behalf_of=convert.on_behalf_of(principal),
+            )
+            try:
+                record = (await context.GrantConsent(grant)).consent
+            except grpc.aio.AioRpcError:
+                if revoked:
+                    log.warning(
+                        "consent change half applied: revoked, grant failed",
+                        extra={"granted": 0, "revoked": len(revoked)},
+                    )
+                raise
         log.info("consent changed", extra={"granted": len(granted), "revoked": len(revoked)})
     return convert.consent(user_id, record)
 
@@ -123,15 +155,18 @@ async def put_consent(
 async def erase_user(
     request: Request, tenant_id: TenantId, user_id: UserId, principal: Caller
 ) -> Erasure:
-    """Deletes the user's sessions (with their turns and pending actions) and consent record;
-    the audit log keeps a `user_erased` entry naming the user by a non-reversible reference.
-    Idempotent: erasing an unknown user erases nothing."""
+    """Deletes the user's sessions (with their turns and pending actions), consent record and
+    the replies kept for retried requests; the audit log keeps a `user_erased` entry naming the
+    user (and the administrator) by a non-reversible reference. Idempotent: erasing an unknown
+    user erases nothing."""
     principal.require_tenant(tenant_id)
     principal.require_role("tenant-admin")
     with convert.admin_call(request, tenant_id):
         await _known_tenant(request)
         reply = await request.app.state.clients.context.EraseUser(
-            context_pb.EraseUserRequest(user_id=user_id)
+            context_pb.EraseUserRequest(
+                user_id=user_id, on_behalf_of=convert.on_behalf_of(principal)
+            )
         )
         log.info(
             "user erased",

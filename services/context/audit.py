@@ -19,10 +19,48 @@ from typing import Any, Protocol
 from google.protobuf import json_format, struct_pb2
 from metaagent.context.v1 import audit_pb2
 
-from services.context.store import AuditFilters
+from services.context.store import NOT_OUR_PAGE_CURSOR, AuditFilters, page_position
 from services.mesh.errors import FieldViolation, invalid_argument
 
 GENESIS_HASH = "0" * 64
+ROLE_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}")
+MAX_SUBJECT_CHARS = 1024
+
+
+def user_reference(tenant_id: str, user_id: str) -> str:
+    """A stable, non-reversible reference to a person, for audit entries."""
+    return hashlib.sha256(f"{tenant_id}:{user_id}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: the calling service (its mTLS identity, the entry's `actor`) and,
+    when it acted for a person, that person's role and subject. The subject is never stored:
+    entries keep the role and a tenant-scoped reference to it (`byRole`, `byRef`)."""
+
+    service: str = ""
+    role: str = ""
+    subject: str = ""
+
+    def details(self, tenant_id: str) -> dict[str, str]:
+        """The payload fields naming the person, if any."""
+        if not self.role:
+            return {}
+        return {"byRole": self.role, "byRef": user_reference(tenant_id, self.subject)}
+
+
+def principal_violations(role: str, subject: str, field: str) -> list[FieldViolation]:
+    """What is wrong with a principal a calling service names (both parts are required)."""
+    violations = []
+    if not ROLE_PATTERN.fullmatch(role):
+        violations.append(
+            FieldViolation(f"{field}.role", "must be 1-32 of [a-z0-9-], starting with a letter")
+        )
+    if not subject or len(subject) > MAX_SUBJECT_CHARS:
+        violations.append(
+            FieldViolation(f"{field}.subject", f"must be 1-{MAX_SUBJECT_CHARS} characters")
+        )
+    return violations
 
 
 def canonical(entry: audit_pb2.AuditEntry) -> bytes:
@@ -129,6 +167,28 @@ VERIFY_BATCH = 500
 MAX_PAGE = 1000
 
 
+def audit_entry(
+    action: str,
+    payload: struct_pb2.Struct,
+    *,
+    session_id: str = "",
+    correlation_id: str = "",
+    actor: str = "",
+) -> audit_pb2.AuditEntry:
+    """An entry to append, its action and payload checked (INVALID_ARGUMENT otherwise)."""
+    if not ACTION_PATTERN.match(action):
+        raise invalid_argument(
+            FieldViolation("action", "must be 1-64 of [a-z0-9_.], starting with a letter")
+        )
+    return audit_pb2.AuditEntry(
+        action=action,
+        payload=canonical_payload(payload),
+        session_id=session_id,
+        correlation_id=correlation_id,
+        actor=actor,
+    )
+
+
 class AuditLog:
     """Appending, listing and verifying one tenant's chain at a time."""
 
@@ -145,28 +205,23 @@ class AuditLog:
         correlation_id: str = "",
         actor: str = "",
     ) -> audit_pb2.AuditEntry:
-        if not ACTION_PATTERN.match(action):
-            raise invalid_argument(
-                FieldViolation("action", "must be 1-64 of [a-z0-9_.], starting with a letter")
-            )
-        entry = audit_pb2.AuditEntry(
-            action=action,
-            payload=canonical_payload(payload),
-            session_id=session_id,
-            correlation_id=correlation_id,
-            actor=actor,
+        entry = audit_entry(
+            action, payload, session_id=session_id, correlation_id=correlation_id, actor=actor
         )
         return await self._store.append_audit(tenant_id, entry)
 
     async def page(
         self, tenant_id: str, page_size: int, page_token: str, filters: AuditFilters
     ) -> tuple[list[audit_pb2.AuditEntry], str]:
+        after = page_position(page_token)
+        violations = []
         if page_size < 0:
-            raise invalid_argument(FieldViolation("page_size", "must not be negative"))
-        if page_token and not page_token.isdigit():
-            raise invalid_argument(FieldViolation("page_token", "is not a token from this API"))
+            violations.append(FieldViolation("page_size", "must not be negative"))
+        if after is None:
+            violations.append(FieldViolation("page_token", NOT_OUR_PAGE_CURSOR))
+        if violations or after is None:
+            raise invalid_argument(*violations)
         size = min(page_size or 100, MAX_PAGE)
-        after = int(page_token or 0)
         entries = await self._store.audit_entries(tenant_id, after, size + 1, filters)
         more = len(entries) > size
         entries = entries[:size]

@@ -1,32 +1,38 @@
 """Consent (voice recording, data learning) and erasure of one user's data, each audited.
 
 Audit entries name the user only by a tenant-scoped reference (a hash), never the raw id, so
-the append-only log keeps no personal data that erasure would have to remove.
+the append-only log keeps no personal data that erasure would have to remove. Each entry names
+who acted (`Actor`): the calling service, and the person it acted for by role and reference.
 """
 
-import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
 from metaagent.context.v1 import consent_pb2
 
-from services.context.audit import AuditLog
+from services.context.audit import Actor, AuditLog, user_reference
 from services.context.cache import SessionCache
 from services.context.sessions import cache_key
 from services.context.store import ConsentChange, Erasure, SessionStore
 from services.mesh.errors import FieldViolation, invalid_argument
+
+__all__ = ["KIND_NAMES", "ConsentBook", "StoredReplies", "user_reference"]
 
 KIND_NAMES: dict[int, str] = {
     consent_pb2.CONSENT_KIND_VOICE_RECORDING: "voice_recording",
     consent_pb2.CONSENT_KIND_DATA_LEARNING: "data_learning",
 }
 MAX_USER_ID = 128
+NO_ACTOR = Actor()
 
 
-def user_reference(tenant_id: str, user_id: str) -> str:
-    """A stable, non-reversible reference to a user, for audit entries."""
-    return hashlib.sha256(f"{tenant_id}:{user_id}".encode()).hexdigest()[:24]
+class StoredReplies(Protocol):
+    """Where replies are kept for idempotent replay (the idempotency claims)."""
+
+    async def forget(self, tenant_id: str, keys: Sequence[str]) -> int:
+        """Drop the records of `keys`, whatever their state; how many there were."""
 
 
 def _user(user_id: str) -> str:
@@ -64,7 +70,14 @@ class ConsentBook:
         return found or consent_pb2.UserConsent(user_id=user_id, tenant_id=tenant_id)
 
     async def grant(
-        self, tenant_id: str, user_id: str, kinds: list[int], source: str, correlation_id: str
+        self,
+        tenant_id: str,
+        user_id: str,
+        kinds: list[int],
+        source: str,
+        correlation_id: str,
+        *,
+        actor: Actor = NO_ACTOR,
     ) -> consent_pb2.UserConsent:
         names = _kinds(kinds, required=True)
         return await self._change(
@@ -74,10 +87,17 @@ class ConsentBook:
             granted=True,
             source=source,
             correlation_id=correlation_id,
+            actor=actor,
         )
 
     async def revoke(
-        self, tenant_id: str, user_id: str, kinds: list[int], correlation_id: str
+        self,
+        tenant_id: str,
+        user_id: str,
+        kinds: list[int],
+        correlation_id: str,
+        *,
+        actor: Actor = NO_ACTOR,
     ) -> consent_pb2.UserConsent:
         names = _kinds(kinds, required=False)
         return await self._change(
@@ -87,6 +107,7 @@ class ConsentBook:
             granted=False,
             source="",
             correlation_id=correlation_id,
+            actor=actor,
         )
 
     async def _change(
@@ -98,6 +119,7 @@ class ConsentBook:
         granted: bool,
         source: str,
         correlation_id: str,
+        actor: Actor,
     ) -> consent_pb2.UserConsent:
         now = datetime.now(UTC)
         change = ConsentChange(
@@ -111,25 +133,48 @@ class ConsentBook:
             tenant_id,
             "consent_granted" if granted else "consent_revoked",
             _payload(
-                userRef=user_reference(tenant_id, user_id), kinds=sorted(names), source=source
+                userRef=user_reference(tenant_id, user_id),
+                kinds=sorted(names),
+                source=source,
+                **actor.details(tenant_id),
             ),
             correlation_id=correlation_id,
+            actor=actor.service,
         )
         return consent
 
-    async def erase(self, tenant_id: str, user_id: str, correlation_id: str) -> Erasure:
-        """Delete the user's sessions, turns, entities and consent; drop them from the cache.
+    async def erase(
+        self,
+        tenant_id: str,
+        user_id: str,
+        correlation_id: str,
+        *,
+        actor: Actor = NO_ACTOR,
+        replies: StoredReplies | None = None,
+    ) -> Erasure:
+        """Delete the user's sessions, turns, entities and consent; drop them from the cache,
+        and (with `replies`) the stored replies of their turns, which hold the customer's text
+        and the agent's answer until the dedup window ends.
 
-        Cached copies are dropped before the store erase (so a retry knows them) and again
-        after it (bumping their generation, so a reader that loaded before the erase cannot put
-        them back). A cache outage makes the erasure fail with UNAVAILABLE; it is idempotent."""
+        Cached copies and stored replies are dropped before the store erase (so a retry knows
+        them) and again after it (the cache bumping their generation, so a reader that loaded
+        before the erase cannot put them back; the replies of a turn committed meanwhile). An
+        outage of the cache or the replies' backend makes the erasure fail with UNAVAILABLE,
+        before the store is touched when it is down from the start; it is idempotent."""
         user_id = _user(user_id)
         keys = [cache_key(tenant_id, s) for s in await self._store.sessions_of(tenant_id, user_id)]
         for key in keys:
             await self._cache.delete(key, required=True)
+        forgotten = 0
+        if replies is not None:
+            known = await self._store.correlation_ids_of(tenant_id, user_id)
+            forgotten += await replies.forget(tenant_id, known)
         erasure = await self._store.erase_user(tenant_id, user_id)
         for key in keys:
             await self._cache.delete(key, required=True)
+        if replies is not None and erasure.correlation_ids:
+            forgotten += await replies.forget(tenant_id, erasure.correlation_ids)
+        counts: dict[str, Any] = {"replies": forgotten} if replies is not None else {}
         await self._audit.append(
             tenant_id,
             "user_erased",
@@ -138,7 +183,10 @@ class ConsentBook:
                 sessions=len(erasure.session_ids),
                 turns=erasure.turns,
                 consent=erasure.consent,
+                **counts,
+                **actor.details(tenant_id),
             ),
             correlation_id=correlation_id,
+            actor=actor.service,
         )
         return erasure

@@ -1,6 +1,8 @@
 """Session leases and idempotency claims, as the context service offers them over gRPC:
 durations validated and bounded, outcomes mapped to the contract's codes."""
 
+from collections.abc import Sequence
+
 import grpc
 
 from services.context.idempotency import Claim, IdempotencyClaims
@@ -72,6 +74,10 @@ class TurnGuards:
         if not claim_id:
             raise invalid_argument(FieldViolation("claim_id", "is required"))
         return await self._claims.abandon(tenant_id, key, claim_id)
+
+    async def forget(self, tenant_id: str, keys: Sequence[str]) -> int:
+        """Drop the claims and stored responses of `keys` (a user's erasure)."""
+        return await self._claims.forget(tenant_id, [key for key in keys if key])
 
 
 def _require_key(key: str) -> None:

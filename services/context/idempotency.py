@@ -4,6 +4,7 @@ or get the stored response; and its in-process adapter."""
 import enum
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,6 +39,10 @@ class IdempotencyClaims(Protocol):
 
     async def abandon(self, tenant_id: str, key: str, claim_id: str) -> bool:
         """Drop the claim (nothing was persisted) so a retry can proceed at once."""
+
+    async def forget(self, tenant_id: str, keys: Sequence[str]) -> int:
+        """Drop the records of `keys` whatever their state (an erasure: a stored response
+        holds the customer's text); how many existed. Unknown keys are skipped."""
 
     async def close(self) -> None: ...
 
@@ -96,6 +101,14 @@ class MemoryIdempotency:
             return False
         del self._records[(tenant_id, key)]
         return True
+
+    async def forget(self, tenant_id: str, keys: Sequence[str]) -> int:
+        now = time.time()
+        forgotten = 0
+        for key in set(keys):
+            record = self._records.pop((tenant_id, key), None)
+            forgotten += record is not None and record.expires_at > now
+        return forgotten
 
     async def close(self) -> None:
         self._records.clear()

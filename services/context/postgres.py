@@ -39,7 +39,7 @@ from services.context.rows import (
     turn_values,
     with_outbox_status,
 )
-from services.context.store import AuditFilters, ConsentChange, Erasure, check_fence
+from services.context.store import AuditFilters, ConsentChange, Erasure, TenantAudit, check_fence
 from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -353,7 +353,8 @@ class PostgresStore:
         async with self._tenant(tenant_id) as connection:
             rows = await connection.fetch(
                 f"SELECT seq, {_columns(TRANSCRIPT_COLUMNS)} FROM conversation_turns "  # noqa: S608
-                "WHERE tenant_id = $1 AND session_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+                "WHERE tenant_id = $1 AND session_id = $2 AND seq > $3::bigint "
+                "ORDER BY seq LIMIT $4",
                 tenant_id,
                 session_id,
                 after_seq,
@@ -397,6 +398,19 @@ class PostgresStore:
             for row in ordered
         ]
 
+    async def outbox_backlog(self, tenant_id: str | None) -> tuple[int, datetime | None]:
+        tenant_filter = "" if tenant_id is None else "AND tenant_id = $2 "
+        params: list[Any] = [conversation_pb2.ACTION_STATUS_PENDING]
+        params += [tenant_id] if tenant_id is not None else []
+        async with self._tenant(tenant_id) as connection:
+            row = await connection.fetchrow(
+                "SELECT count(*) AS pending, min(created_at) AS oldest FROM outbox "  # noqa: S608
+                f"WHERE status = $1 {tenant_filter}",
+                *params,
+            )
+        assert row is not None
+        return int(row["pending"]), row["oldest"]
+
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
     ) -> list[tuple[str, str]]:
@@ -420,21 +434,8 @@ class PostgresStore:
         self, tenant_id: str, entry: audit_pb2.AuditEntry
     ) -> audit_pb2.AuditEntry:
         async with self._tenant(tenant_id) as connection:
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))", f"audit:{tenant_id}"
-            )
-            head = await connection.fetchrow(
-                "SELECT sequence, hash FROM audit_logs WHERE tenant_id = $1 "
-                "ORDER BY sequence DESC LIMIT 1",
-                tenant_id,
-            )
-            sealed = new_audit_entry(tenant_id, entry, head)
-            await connection.execute(
-                f"INSERT INTO audit_logs ({_columns(AUDIT_COLUMNS)}) "  # noqa: S608
-                f"VALUES ({_placeholders(AUDIT_COLUMNS)})",
-                *audit_values(sealed),
-            )
-        return sealed
+            await _lock_audit_chain(connection, tenant_id)
+            return await _append_audit(connection, tenant_id, entry)
 
     async def audit_entries(
         self, tenant_id: str, after_sequence: int, limit: int, filters: AuditFilters
@@ -503,8 +504,13 @@ class PostgresStore:
             )
         return [row["session_id"] for row in rows]
 
+    async def correlation_ids_of(self, tenant_id: str, user_id: str) -> list[str]:
+        async with self._tenant(tenant_id) as connection:
+            return await _correlation_ids(connection, tenant_id, user_id)
+
     async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
         async with self._tenant(tenant_id) as connection:
+            correlation_ids = await _correlation_ids(connection, tenant_id, user_id)
             turns = await connection.fetchval(
                 "SELECT count(*) FROM conversation_turns t JOIN session_contexts s "
                 "USING (tenant_id, session_id) WHERE s.tenant_id = $1 AND s.user_id = $2",
@@ -522,7 +528,9 @@ class PostgresStore:
                 tenant_id,
                 user_id,
             )
-        return Erasure([row["session_id"] for row in sessions], turns, consent is not None)
+        return Erasure(
+            [row["session_id"] for row in sessions], turns, consent is not None, correlation_ids
+        )
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with self._tenant(tenant_id) as connection:
@@ -531,8 +539,12 @@ class PostgresStore:
             )
         return None if config is None else json_format.ParseDict(config, tenant_pb2.TenantConfig())
 
-    async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
+    async def put_tenant(
+        self, tenant: tenant_pb2.TenantConfig, audit: TenantAudit | None = None
+    ) -> bool:
         async with self._tenant(tenant.tenant_id) as connection:
+            if audit is not None:
+                await _lock_audit_chain(connection, tenant.tenant_id)
             inserted: bool = await connection.fetchval(
                 "INSERT INTO tenants (tenant_id, config) VALUES ($1, $2) "
                 "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
@@ -540,7 +552,45 @@ class PostgresStore:
                 tenant.tenant_id,
                 json_format.MessageToDict(tenant),
             )
+            if audit is not None:
+                await _append_audit(connection, tenant.tenant_id, audit(inserted))
         return inserted
+
+
+async def _lock_audit_chain(connection: asyncpg.Connection, tenant_id: str) -> None:
+    """One appender at a time per tenant chain, until the transaction ends."""
+    await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"audit:{tenant_id}")
+
+
+async def _append_audit(
+    connection: asyncpg.Connection, tenant_id: str, entry: audit_pb2.AuditEntry
+) -> audit_pb2.AuditEntry:
+    """Seal `entry` after the chain head and insert it, in the caller's transaction (which
+    holds the chain's lock)."""
+    head = await connection.fetchrow(
+        "SELECT sequence, hash FROM audit_logs WHERE tenant_id = $1 ORDER BY sequence DESC LIMIT 1",
+        tenant_id,
+    )
+    sealed = new_audit_entry(tenant_id, entry, head)
+    await connection.execute(
+        f"INSERT INTO audit_logs ({_columns(AUDIT_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({_placeholders(AUDIT_COLUMNS)})",
+        *audit_values(sealed),
+    )
+    return sealed
+
+
+async def _correlation_ids(
+    connection: asyncpg.Connection, tenant_id: str, user_id: str
+) -> list[str]:
+    rows = await connection.fetch(
+        "SELECT DISTINCT t.correlation_id FROM conversation_turns t JOIN session_contexts s "
+        "USING (tenant_id, session_id) WHERE s.tenant_id = $1 AND s.user_id = $2 "
+        "AND t.correlation_id <> '' ORDER BY t.correlation_id",
+        tenant_id,
+        user_id,
+    )
+    return [row["correlation_id"] for row in rows]
 
 
 def _numbered_turns(

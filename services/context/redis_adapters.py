@@ -9,6 +9,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -57,6 +58,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 GENERATION_TTL_MS = 86_400_000
+FORGET_BATCH = 500
 REPLACE_IF_CLAIMED = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
@@ -218,6 +220,17 @@ class RedisIdempotency:
 
     async def abandon(self, tenant_id: str, key: str, claim_id: str) -> bool:
         return await self._swap(tenant_id, key, claim_id, "", 0)
+
+    async def forget(self, tenant_id: str, keys: Sequence[str]) -> int:
+        """One DEL per batch: a tenant's keys share a hash tag, so a batch is one slot."""
+        names = sorted({self._key(tenant_id, key) for key in keys})
+        forgotten = 0
+        try:
+            for start in range(0, len(names), FORGET_BATCH):
+                forgotten += int(await self._client.delete(*names[start : start + FORGET_BATCH]))
+        except (RedisError, OSError) as error:
+            raise _unavailable(error) from None
+        return forgotten
 
     async def _swap(
         self, tenant_id: str, key: str, claim_id: str, record: str, retention: float

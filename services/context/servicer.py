@@ -9,7 +9,7 @@ from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 from metaagent.context.v1 import context_service_pb2_grpc
 
-from services.context.audit import AuditLog
+from services.context.audit import Actor, AuditLog, principal_violations
 from services.context.consents import ConsentBook
 from services.context.guards import TurnGuards
 from services.context.idempotency import ClaimState
@@ -39,6 +39,19 @@ def _session_id(value: str, field: str = "session_id") -> str:
     if not correlation.ID_PATTERN.match(value):
         raise invalid_argument(FieldViolation(field, "must be 1-128 of [A-Za-z0-9._:-]"))
     return value
+
+
+def _actor(request: Any) -> Actor:
+    """Who acts in an audited call: the calling service (its mTLS identity) and the person it
+    names in `on_behalf_of`, if any (INVALID_ARGUMENT when that is malformed)."""
+    service = correlation.current().caller
+    if not request.HasField("on_behalf_of"):
+        return Actor(service)
+    principal: pb.Principal = request.on_behalf_of
+    violations = principal_violations(principal.role, principal.subject, "on_behalf_of")
+    if violations:
+        raise invalid_argument(*violations)
+    return Actor(service, principal.role, principal.subject)
 
 
 def _seconds(duration: duration_pb2.Duration) -> float:
@@ -201,13 +214,17 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
         if violations:
             raise invalid_argument(*violations)
         size = min(request.page_size or DEFAULT_OUTBOX_PAGE, MAX_OUTBOX_PAGE)
+        tenant_id = correlation.current().tenant_id or None
         messages = await self._book.pending_outbox(
-            correlation.current().tenant_id or None,
-            size,
-            request.lease_seconds,
-            request.claimant or correlation.current().caller,
+            tenant_id, size, request.lease_seconds, request.claimant or correlation.current().caller
         )
-        return pb.ListOutboxResponse(messages=messages)
+        response = pb.ListOutboxResponse(messages=messages)
+        if request.report_backlog:
+            pending, oldest = await self._book.outbox_backlog(tenant_id)
+            response.backlog.pending = pending
+            if oldest is not None:
+                response.backlog.oldest_created_at.FromDatetime(oldest)
+        return response
 
     async def MarkOutbox(
         self, request: pb.MarkOutboxRequest, context: Any
@@ -233,8 +250,14 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
     async def PutTenant(self, request: pb.PutTenantRequest, context: Any) -> pb.PutTenantResponse:
         if not request.HasField("tenant"):
             raise invalid_argument(FieldViolation("tenant", "is required"))
-        tenant_id = correlation.current().tenant_id
-        created = await self._book.put_tenant(tenant_id, request.tenant)
+        call = correlation.current()
+        tenant_id = call.tenant_id
+        created = await self._book.put_tenant(
+            tenant_id,
+            request.tenant,
+            correlation_id=call.correlation_id,
+            actor=_actor(request),
+        )
         return pb.PutTenantResponse(tenant=await self._book.tenant(tenant_id), created=created)
 
     async def AppendAudit(
@@ -291,6 +314,7 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
             list(request.kinds),
             request.source,
             call.correlation_id,
+            actor=_actor(request),
         )
         return pb.GrantConsentResponse(consent=consent)
 
@@ -299,13 +323,23 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
     ) -> pb.RevokeConsentResponse:
         call = correlation.current()
         consent = await self._consents.revoke(
-            call.tenant_id, request.user_id, list(request.kinds), call.correlation_id
+            call.tenant_id,
+            request.user_id,
+            list(request.kinds),
+            call.correlation_id,
+            actor=_actor(request),
         )
         return pb.RevokeConsentResponse(consent=consent)
 
     async def EraseUser(self, request: pb.EraseUserRequest, context: Any) -> pb.EraseUserResponse:
         call = correlation.current()
-        erasure = await self._consents.erase(call.tenant_id, request.user_id, call.correlation_id)
+        erasure = await self._consents.erase(
+            call.tenant_id,
+            request.user_id,
+            call.correlation_id,
+            actor=_actor(request),
+            replies=self._guards,
+        )
         return pb.EraseUserResponse(
             sessions_erased=len(erasure.session_ids),
             turns_erased=erasure.turns,

@@ -1,16 +1,20 @@
 """Session context logic: cache first, the store on a miss, refill with a TTL."""
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 
+from google.protobuf import struct_pb2
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import outbox_pb2
+from metaagent.context.v1 import audit_pb2, outbox_pb2
 
+from services.context.audit import Actor, audit_entry
 from services.context.cache import SessionCache
 from services.context.folding import fold_lines
 from services.context.locks import SessionLocks
-from services.context.store import SessionStore, check_fence
+from services.context.store import NOT_OUR_PAGE_CURSOR, SessionStore, check_fence, page_position
 from services.mesh.errors import (
     FieldViolation,
     MeshError,
@@ -18,6 +22,7 @@ from services.mesh.errors import (
     invalid_argument,
     not_found,
 )
+from services.mesh.tenant_rules import tenant_config_violations
 
 log = logging.getLogger("metaagent.context")
 
@@ -194,17 +199,18 @@ class ContextBook:
         self, tenant_id: str, session_id: str, page_size: int, page_token: str
     ) -> tuple[list[conversation_pb2.ConversationTurn], str]:
         """One page of the full transcript, oldest first, and the next page's token."""
+        after = page_position(page_token)
         violations = []
         if page_size < 0:
             violations.append(FieldViolation("page_size", "must not be negative"))
-        if page_token and not page_token.isdigit():
-            violations.append(FieldViolation("page_token", "is not a token from this API"))
-        if violations:
+        if after is None:
+            violations.append(FieldViolation("page_token", NOT_OUR_PAGE_CURSOR))
+        if violations or after is None:
             raise invalid_argument(*violations)
         if await self._store.load_session(tenant_id, session_id, 0) is None:
             raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
         size = min(page_size or DEFAULT_TURNS_PAGE, MAX_TURNS_PAGE)
-        rows = await self._store.turns_after(tenant_id, session_id, int(page_token or 0), size + 1)
+        rows = await self._store.turns_after(tenant_id, session_id, after, size + 1)
         page = rows[:size]
         token = str(page[-1][0]) if len(rows) > size else ""
         return [turn for _, turn in page], token
@@ -213,6 +219,9 @@ class ContextBook:
         self, tenant_id: str | None, limit: int, lease_seconds: int = 0, claimant: str = ""
     ) -> list[outbox_pb2.OutboxMessage]:
         return await self._store.pending_outbox(tenant_id, limit, lease_seconds, claimant)
+
+    async def outbox_backlog(self, tenant_id: str | None) -> tuple[int, datetime | None]:
+        return await self._store.outbox_backlog(tenant_id)
 
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: list[str], status: int, error: str
@@ -252,21 +261,55 @@ class ContextBook:
         window = config.dedup_window_seconds if config is not None else 0
         return float(window or DEFAULT_DEDUP_WINDOW_SECONDS)
 
-    async def put_tenant(self, tenant_id: str, config: tenant_pb2.TenantConfig) -> bool:
-        if config.tenant_id and config.tenant_id != tenant_id:
-            raise invalid_argument(
-                FieldViolation("tenant.tenant_id", "must match x-tenant-id or be empty")
-            )
+    async def put_tenant(
+        self,
+        tenant_id: str,
+        config: tenant_pb2.TenantConfig,
+        *,
+        correlation_id: str = "",
+        actor: Actor = Actor(),  # noqa: B008 - frozen dataclass, immutable
+    ) -> bool:
+        """Validate and store the tenant's configuration with its "tenant_configured" audit
+        entry, in one transaction; True when the tenant was created. INVALID_ARGUMENT names
+        every bad field (services/mesh/tenant_rules.py) and nothing is written."""
+        violations = tenant_config_violations(config, tenant_id, prefix="tenant.")
+        if violations:
+            raise invalid_argument(*violations)
         stored = tenant_pb2.TenantConfig()
         stored.CopyFrom(config)
         stored.tenant_id = tenant_id
-        violations = []
-        if not stored.name.strip():
-            violations.append(FieldViolation("tenant.name", "is required"))
-        if not 0.0 <= stored.escalation_threshold <= 1.0:
-            violations.append(FieldViolation("tenant.escalation_threshold", "must be in [0, 1]"))
-        if violations:
-            raise invalid_argument(*violations)
-        created = await self._store.put_tenant(stored)
+
+        def audit(created: bool) -> audit_pb2.AuditEntry:
+            return audit_entry(
+                "tenant_configured",
+                _configured_payload(tenant_id, stored, created, actor),
+                correlation_id=correlation_id,
+                actor=actor.service,
+            )
+
+        created = await self._store.put_tenant(stored, audit)
         self._tenants.pop(tenant_id, None)
         return created
+
+
+def _configured_payload(
+    tenant_id: str, config: tenant_pb2.TenantConfig, created: bool, actor: Actor
+) -> struct_pb2.Struct:
+    """What a tenant write's audit entry records: no prompt text, a digest of all of it."""
+    payload = struct_pb2.Struct()
+    payload.update(
+        {
+            "created": created,
+            "configSha256": hashlib.sha256(
+                config.SerializeToString(deterministic=True)
+            ).hexdigest(),
+            "allowedActions": list(config.allowed_actions),
+            "intents": len(config.intents),
+            "escalationThreshold": round(config.escalation_threshold, 6),
+            "dedupWindowSeconds": config.dedup_window_seconds,
+            "dailyTokenBudget": config.daily_token_budget,
+            "turnsPerMinute": config.turns_per_minute,
+            **actor.details(tenant_id),
+        }
+    )
+    return payload

@@ -40,6 +40,7 @@ from services.context.store import (
     ConsentChange,
     Erasure,
     StoreUnavailable,
+    TenantAudit,
     check_fence,
 )
 from services.mesh.errors import already_exists, not_found, unavailable
@@ -508,6 +509,15 @@ class SqliteStore:
             rows = [row[1:] for row in sorted(rows, key=lambda row: int(row[0]))]
         return [outbox_message_from(_decode(PENDING_COLUMNS, row)) for row in rows]
 
+    async def outbox_backlog(self, tenant_id: str | None) -> tuple[int, datetime | None]:
+        tenant_filter, params = _tenant_filter(tenant_id)
+        query = f"SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status = ? {tenant_filter}"  # noqa: S608
+        async with self._connection() as db:
+            [(count, oldest)] = await db.execute_fetchall(
+                query, (conversation_pb2.ACTION_STATUS_PENDING, *params)
+            )
+        return int(count), _instant(oldest)
+
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
     ) -> list[tuple[str, str]]:
@@ -527,20 +537,27 @@ class SqliteStore:
         self, tenant_id: str, entry: audit_pb2.AuditEntry
     ) -> audit_pb2.AuditEntry:
         async with self._connection() as db:
-            row = _first(
-                await db.execute_fetchall(
-                    "SELECT sequence, hash FROM audit_logs WHERE tenant_id = ? "
-                    "ORDER BY sequence DESC LIMIT 1",
-                    (tenant_id,),
-                )
+            return await self._append_audit(db, tenant_id, entry)
+
+    @staticmethod
+    async def _append_audit(
+        db: aiosqlite.Connection, tenant_id: str, entry: audit_pb2.AuditEntry
+    ) -> audit_pb2.AuditEntry:
+        """Seal `entry` after the chain head and insert it (the caller holds the connection)."""
+        row = _first(
+            await db.execute_fetchall(
+                "SELECT sequence, hash FROM audit_logs WHERE tenant_id = ? "
+                "ORDER BY sequence DESC LIMIT 1",
+                (tenant_id,),
             )
-            head = {"sequence": row[0], "hash": row[1]} if row else None
-            sealed = new_audit_entry(tenant_id, entry, head)
-            await db.execute(
-                f"INSERT INTO audit_logs ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608
-                f"VALUES ({_placeholders(AUDIT_COLUMNS)})",
-                tuple(_encode(value) for value in audit_values(sealed)),
-            )
+        )
+        head = {"sequence": row[0], "hash": row[1]} if row else None
+        sealed = new_audit_entry(tenant_id, entry, head)
+        await db.execute(
+            f"INSERT INTO audit_logs ({', '.join(AUDIT_COLUMNS)}) "  # noqa: S608
+            f"VALUES ({_placeholders(AUDIT_COLUMNS)})",
+            tuple(_encode(value) for value in audit_values(sealed)),
+        )
         return sealed
 
     async def audit_entries(
@@ -627,6 +644,21 @@ class SqliteStore:
         ):
             return [row[0] for row in await cursor.fetchall()]
 
+    async def correlation_ids_of(self, tenant_id: str, user_id: str) -> list[str]:
+        async with self._connection() as db:
+            return await self._correlation_ids(db, tenant_id, user_id)
+
+    @staticmethod
+    async def _correlation_ids(db: aiosqlite.Connection, tenant_id: str, user_id: str) -> list[str]:
+        rows = await db.execute_fetchall(
+            "SELECT DISTINCT t.correlation_id FROM conversation_turns t "
+            "JOIN session_contexts s ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id "
+            "WHERE s.tenant_id = ? AND s.user_id = ? AND t.correlation_id <> '' "
+            "ORDER BY t.correlation_id",
+            (tenant_id, user_id),
+        )
+        return [row[0] for row in rows]
+
     async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
         async with self._connection() as db:
             await db.execute("BEGIN IMMEDIATE")
@@ -636,6 +668,7 @@ class SqliteStore:
                     (tenant_id, user_id),
                 ) as cursor:
                     sessions = [row[0] for row in await cursor.fetchall()]
+                correlation_ids = await self._correlation_ids(db, tenant_id, user_id)
                 turns = 0
                 for session_id in sessions:
                     scope = (tenant_id, session_id)
@@ -659,7 +692,7 @@ class SqliteStore:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-        return Erasure(sessions, turns, consent.rowcount > 0)
+        return Erasure(sessions, turns, consent.rowcount > 0, correlation_ids)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
         async with self._connection() as db:
@@ -672,17 +705,27 @@ class SqliteStore:
             return None
         return json_format.Parse(row[0], tenant_pb2.TenantConfig())
 
-    async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
+    async def put_tenant(
+        self, tenant: tenant_pb2.TenantConfig, audit: TenantAudit | None = None
+    ) -> bool:
         config, now = json_format.MessageToJson(tenant), _now().isoformat()
         async with self._connection() as db:
-            async with db.execute(
-                "SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,)
-            ) as cursor:
-                existed = await cursor.fetchone() is not None
-            await db.execute(
-                "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
-                "updated_at = excluded.updated_at",
-                (tenant.tenant_id, config, now),
-            )
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                async with db.execute(
+                    "SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,)
+                ) as cursor:
+                    existed = await cursor.fetchone() is not None
+                await db.execute(
+                    "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
+                    "updated_at = excluded.updated_at",
+                    (tenant.tenant_id, config, now),
+                )
+                if audit is not None:
+                    await self._append_audit(db, tenant.tenant_id, audit(not existed))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
         return not existed

@@ -5,8 +5,9 @@ rows. Adapters raise UNAVAILABLE (`MeshError`, with retry advice) when the store
 reached and ALREADY_EXISTS for a duplicate id. The embedded adapter is SQLite (`sqlite.py`).
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -14,6 +15,25 @@ from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
 
 from services.mesh.errors import failed_precondition
+
+PAGE_CURSOR = re.compile(r"[0-9]{1,19}")
+NOT_OUR_PAGE_CURSOR = "is not a token from this API"
+MAX_POSITION = 2**63 - 1
+
+
+def page_position(page_token: str) -> int | None:
+    """The position a page token of this service stands for (0 for the first page), or None
+    when it is not one this service could have issued.
+
+    Tokens are the decimal position of the last item of the previous page, which every store
+    keeps within a signed 64-bit integer: signs, spaces, non-ASCII digits or a value beyond
+    int64 are refused here (INVALID_ARGUMENT naming `page_token` for the caller), so they never
+    reach a store, whose driver would fail on them."""
+    if not page_token:
+        return 0
+    if not PAGE_CURSOR.fullmatch(page_token) or int(page_token) > MAX_POSITION:
+        return None
+    return int(page_token)
 
 
 class StoreUnavailable(Exception):
@@ -84,6 +104,10 @@ class SessionStore(Protocol):
         or the lease runs out, no other claimant gets them, nor any message of a session that
         has one; the same claimant (a relay restarted in place) takes them back at once."""
 
+    async def outbox_backlog(self, tenant_id: str | None) -> tuple[int, datetime | None]:
+        """How many messages are PENDING (one tenant's, or every tenant's with None) and when
+        the oldest was written (None when there is none)."""
+
     async def mark_outbox(
         self, tenant_id: str | None, message_ids: Sequence[str], status: int, error: str
     ) -> list[tuple[str, str]]:
@@ -113,13 +137,22 @@ class SessionStore(Protocol):
     async def sessions_of(self, tenant_id: str, user_id: str) -> list[str]:
         """The ids of the user's sessions."""
 
+    async def correlation_ids_of(self, tenant_id: str, user_id: str) -> list[str]:
+        """The distinct, non-empty correlation ids of the turns of the user's sessions (the
+        idempotency keys their replies were stored under)."""
+
     async def erase_user(self, tenant_id: str, user_id: str) -> "Erasure":
-        """Delete the user's sessions (with their turns and outbox rows) and consent."""
+        """Delete the user's sessions (with their turns and outbox rows) and consent; the
+        result names the correlation ids of the deleted turns."""
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None: ...
 
-    async def put_tenant(self, tenant: tenant_pb2.TenantConfig) -> bool:
-        """Insert or replace; True when it was created."""
+    async def put_tenant(
+        self, tenant: tenant_pb2.TenantConfig, audit: "TenantAudit | None" = None
+    ) -> bool:
+        """Insert or replace; True when it was created. With `audit`, the entry it returns
+        (given whether the tenant was created) is sealed onto the tenant's audit chain in the
+        same transaction: both are written or neither is."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +179,17 @@ class ConsentChange:
         )
 
 
+TenantAudit = Callable[[bool], audit_pb2.AuditEntry]
+"""The audit entry of a tenant write, given whether the write created the tenant."""
+
+
 @dataclass(frozen=True)
 class Erasure:
     session_ids: list[str]
     turns: int
     consent: bool
+    correlation_ids: list[str] = field(default_factory=list)
+    """Of the erased turns: the keys under which their replies may still be stored."""
 
 
 @dataclass(frozen=True)

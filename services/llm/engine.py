@@ -44,6 +44,7 @@ from services.llm.structured import (
 )
 from services.mesh import correlation
 from services.mesh.errors import FieldViolation, invalid_argument, unavailable
+from services.mesh.metrics import tenant_label
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +270,9 @@ class LlmEngine:
 
     def _account(self, model: str, completion: ChatCompletion) -> int:
         usage = completion.usage
-        metrics.TOKENS.labels(model, "prompt").inc(usage.prompt_tokens)
-        metrics.TOKENS.labels(model, "completion").inc(usage.completion_tokens)
+        tenant = tenant_label(correlation.current().tenant_id)
+        metrics.TOKENS.labels(tenant, model, "prompt").inc(usage.prompt_tokens)
+        metrics.TOKENS.labels(tenant, model, "completion").inc(usage.completion_tokens)
         return usage.total_tokens
 
     async def _parsed(

@@ -39,6 +39,7 @@ import grpc
 from services.mesh.correlation import TENANT_PATTERN
 from services.mesh.counters import MemoryCounters, RateCounters, open_counters
 from services.mesh.errors import MeshError, unavailable
+from services.mesh.metrics import RATE_LIMITED
 from services.mesh.redis_client import redis_client
 
 log = logging.getLogger("metaagent.llm.limits")
@@ -177,6 +178,7 @@ class TenantLimits:
             enforced = False
         else:
             if not decision.allowed:
+                RATE_LIMITED.labels("llm_token_budget").inc()
                 raise MeshError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     "the tenant's daily token budget is exhausted",
@@ -203,6 +205,7 @@ class TenantLimits:
             self._unavailable(error, "rate limit")
             return False
         if not decision.allowed:
+            RATE_LIMITED.labels("llm_requests").inc()
             raise MeshError(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 "the tenant's request rate limit is reached",

@@ -1,13 +1,17 @@
 """The LLM service's Prometheus metrics (served on its metrics port; README: Observability).
 
 Labels are bounded: deployment and model names come from configuration and reasons from a fixed
-list; tenants are not a label here (their usage is in the limits store, per tenant and model).
+list. Tokens carry the tenant, as the seed's metric does, through `tenant_label` (the first
+METRICS_TENANT_LABELS tenants by name, the rest as `_other`); exact usage per tenant and model
+is in the limits store.
 """
 
 from prometheus_client import Counter, Gauge
 
 TOKENS = Counter(
-    "meta_agent_llm_tokens_total", "Tokens used, from the API's usage.", ["model", "kind"]
+    "meta_agent_llm_tokens_total",
+    "Tokens used, from the API's usage.",
+    ["tenant_id", "model", "kind"],
 )
 REQUESTS = Counter(
     "meta_agent_llm_requests_total",

@@ -5,7 +5,9 @@ A line is `{"id", "name", "price", "currency", "stock", "description", ...}`; `l
 `category` and `tags` are optional and every other key is kept as an attribute. Nothing here
 does I/O: `parse_catalogue` reports each bad line by number, `validate_product` raises the
 INVALID_ARGUMENT the retrieval service answers with, and `check_catalogue` does both for a whole
-catalogue (plus duplicate ids), so a caller can refuse it before anything is stored.
+catalogue (plus duplicate ids), so a caller can refuse it before anything is stored. Attributes
+are free-form JSON checked by services/mesh/freeform.py (nesting, finite numbers, integers
+within ±2^53), so a line a Struct cannot carry is a bad line, never a failure while sending it.
 """
 
 import json
@@ -20,6 +22,7 @@ from google.protobuf import struct_pb2
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument
+from services.mesh.freeform import freeform_problem
 
 MAX_PRICE = Decimal("1000000000")
 KNOWN_KEYS = frozenset(
@@ -106,6 +109,10 @@ def product_from_json(record: dict[str, Any]) -> pb.Product:
     for key, value in strings.items():
         if not isinstance(value, str):
             raise ValueError(f"{key} must be a string")
+    attributes = {key: value for key, value in record.items() if key not in KNOWN_KEYS}
+    problem = freeform_problem(attributes)
+    if problem is not None:
+        raise ValueError(f"attribute {problem}")
     product = pb.Product(
         **strings,
         price="" if price is None else str(Decimal(str(price))),
@@ -113,7 +120,7 @@ def product_from_json(record: dict[str, Any]) -> pb.Product:
         tags=tags,
     )
     product.currency = product.currency.upper()
-    product.attributes.update({k: v for k, v in record.items() if k not in KNOWN_KEYS})
+    product.attributes.update(attributes)
     return product
 
 

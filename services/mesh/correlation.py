@@ -1,6 +1,7 @@
 """Per-call correlation data, bound to contextvars by the server interceptor and forwarded by
 the client interceptors, so every log line and every outbound call carries it."""
 
+import contextlib
 import contextvars
 import re
 import time
@@ -61,12 +62,16 @@ def current() -> CallContext:
 
 @contextmanager
 def bound(call: CallContext) -> Iterator[CallContext]:
-    """Bind `call` for the duration of the block."""
+    """Bind `call` for the duration of the block. Left from another context than the one
+    that entered it (an async generator closed by asyncio's finaliser in a task of its own),
+    it leaves that context alone: the binding belonged to the entering context only."""
     token = _current.set(call)
     try:
         yield call
     finally:
-        _current.reset(token)
+        # ValueError "created in a different Context": nothing of ours to undo in this one
+        with contextlib.suppress(ValueError):
+            _current.reset(token)
 
 
 def with_deadline_in(seconds: float | None) -> float | None:

@@ -2,12 +2,14 @@
 
 One primitive serves request rate limits (cost 1 per request, a window of seconds) and token
 budgets (cost = tokens, a window of a day). Keys should carry the tenant; callers answer a
-refusal with RESOURCE_EXHAUSTED and `retry_after`.
+refusal with RESOURCE_EXHAUSTED and `retry_after`. A hit of cost 0 counts nothing and reads the
+window: `used >= limit` then says the next hit would be refused.
 """
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from services.mesh.errors import unavailable
 from services.mesh.redis_client import redis_client
@@ -42,14 +44,40 @@ class RateCounters(Protocol):
     async def close(self) -> None: ...
 
 
-class MemoryCounters:
-    """In-process windows (embedded profile: one process)."""
+SWEEP_EVERY: Final = 1024
+"""MemoryCounters drops expired windows once per this many hits (or per as many hits as it
+holds windows, when more: a sweep costs one pass over them)..."""
+SWEEP_ABOVE: Final = 4096
+"""...and as soon as it holds more windows than this, or than twice those the last sweep left,
+so memory follows the keys in use, not every key ever seen."""
 
-    def __init__(self) -> None:
+
+class MemoryCounters:
+    """In-process windows (embedded profile: one process). Expired windows are swept out,
+    amortised over the hits (SWEEP_EVERY, SWEEP_ABOVE): one key per token subject must not make
+    a long-running process grow without bound."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._windows: dict[str, tuple[float, int]] = {}
+        self._hits_since_sweep = 0
+        self._sweep_above = SWEEP_ABOVE
+
+    def __len__(self) -> int:
+        """The windows held, expired ones not yet swept included."""
+        return len(self._windows)
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {key: kept for key, kept in self._windows.items() if kept[0] > now}
+        self._hits_since_sweep = 0
+        self._sweep_above = max(SWEEP_ABOVE, 2 * len(self._windows))
 
     async def hit(self, key: str, limit: int, window: float, cost: int = 1) -> RateDecision:
-        now = time.monotonic()
+        now = self._clock()
+        self._hits_since_sweep += 1
+        held = len(self._windows)
+        if self._hits_since_sweep >= max(SWEEP_EVERY, held) or held > self._sweep_above:
+            self._sweep(now)
         ends, used = self._windows.get(key, (0.0, 0))
         if ends <= now:
             ends, used = now + window, 0

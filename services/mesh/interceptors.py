@@ -8,9 +8,11 @@ On the way in every call is checked in this order, failing closed:
 3. the server is ready, health and reflection excepted (else UNAVAILABLE with retry advice);
 4. correlation metadata is present and well formed (else INVALID_ARGUMENT with a field
    violation per bad key);
-then the ids and the inbound deadline are bound to contextvars for logs and outbound calls, and
-any `MeshError` the logic raises becomes a status with details; any other exception becomes
-INTERNAL with the correlation id and no stack trace.
+then the ids and the inbound deadline are bound to contextvars for logs and outbound calls (and,
+when tracing is on, a SERVER span is current: services/mesh/tracing.py), and any `MeshError`
+the logic raises becomes a status with details; any other exception becomes INTERNAL with the
+correlation id and no stack trace. Every call is counted and timed by method and status code
+(services/mesh/metrics.py).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import grpc
+from grpc._cython import cygrpc  # type: ignore[attr-defined]  # no stubs: ExecuteBatchError
+from opentelemetry.trace import Span
 
-from services.mesh import correlation
+from services.mesh import correlation, metrics, tracing
 from services.mesh.errors import FieldViolation, MeshError, invalid_argument, unavailable
 from services.mesh.identity import identity_from_spiffe
 from services.mesh.policy import MethodPolicy, lookup
@@ -34,6 +38,8 @@ from services.mesh.policy import MethodPolicy, lookup
 log = logging.getLogger("metaagent.rpc")
 
 SAN_PROPERTY = "x509_subject_alternative_name"
+CALL_OVER: tuple[type[Exception], ...] = (cygrpc.ExecuteBatchError,)
+"""What `context.write` raises once the call is over (deadline passed, client gone)."""
 SERVER_FAULTS = frozenset(
     {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 )
@@ -102,10 +108,14 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
     """Guards every RPC of a server; see the module docstring for the order of checks."""
 
     def __init__(
-        self, policies: Mapping[str, MethodPolicy], ready: asyncio.Event | None = None
+        self,
+        policies: Mapping[str, MethodPolicy],
+        ready: asyncio.Event | None = None,
+        component: str = "",
     ) -> None:
         self._policies = policies
         self._ready = ready
+        self._component = component
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         """Guarded handlers by method, built on first call: the servicers' handlers never
         change, and building one per call is measurable. Unknown methods are not kept."""
@@ -131,6 +141,12 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
         self, method: str, policy: MethodPolicy | None
     ) -> Callable[[grpc.aio.ServicerContext[Any, Any]], Any]:
         quiet = policy is not None and policy.infrastructure
+        meter = metrics.RpcMeter.server(method)
+        span_name = method.lstrip("/")
+        span_attributes = {
+            **tracing.rpc_attributes(*meter.labels),
+            "metaagent.component": self._component,
+        }
 
         @asynccontextmanager
         async def guarded(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
@@ -138,6 +154,7 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
             code, reason = grpc.StatusCode.OK, ""
             caller = peer_identity(context)
             call = correlation.CallContext(caller=caller or "")
+            span: Span | None = None
             try:
                 if caller is None:
                     raise MeshError(
@@ -163,8 +180,13 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                 call = dataclasses.replace(
                     call, deadline=correlation.with_deadline_in(context.time_remaining())
                 )
-                with correlation.bound(call):
-                    yield
+                if tracing.enabled() and not quiet and tracing.sampled(call.traceparent):
+                    span, call = tracing.start_server_span(span_name, call, span_attributes)
+                    with tracing.active(span), correlation.bound(call):
+                        yield
+                else:
+                    with correlation.bound(call):
+                        yield
             except (MeshError, grpc.aio.AioRpcError) as failure:
                 error = (
                     failure
@@ -193,6 +215,12 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                     f"internal error (correlation id {call.correlation_id or 'none'})",
                 )
             finally:
+                elapsed = time.perf_counter() - started
+                meter.observe(code, elapsed)
+                if span is not None:
+                    if reason:
+                        span.set_attribute("metaagent.reason", reason)
+                    tracing.end_rpc_span(span, code)
                 if not (quiet and code == grpc.StatusCode.OK):
                     with correlation.bound(call):
                         log.log(
@@ -205,19 +233,36 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                                 "code": code.name,
                                 "reason": reason,
                                 "caller": caller or "",
-                                "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                                "durationMs": round(elapsed * 1000, 2),
                             },
                         )
 
         return guarded
 
 
+async def _write_all(
+    responses: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    """Write each response of a streaming servicer. A write the call can no longer take (its
+    deadline passed or its client left: gRPC's core refuses the batch) ends the call as
+    cancelled, as gRPC itself treats a stream it drives, not as an unhandled error."""
+    async for response in responses:
+        try:
+            await context.write(response)
+        except CALL_OVER as over:
+            raise asyncio.CancelledError("the call ended while a response was written") from over
+
+
 def _wrap(
     handler: grpc.RpcMethodHandler[Any, Any],
     guard: Callable[[grpc.aio.ServicerContext[Any, Any]], Any],
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The same handler, with every call run inside `guard`. Streaming handlers keep their
-    shape: async generators stay generators, `context.write` coroutines stay coroutines."""
+    """The same handler, with every call run inside `guard`. A streaming servicer written as
+    an async generator is driven by a coroutine that writes each response with
+    `context.write` and closes the generator (`aclosing`) when the call ends, however it ends:
+    left to gRPC, a generator paused at `yield` when the deadline passes or the client leaves
+    is abandoned, and asyncio's finaliser closes it later in a task of its own, where its
+    `finally` blocks (the guard's, the servicer's) run late and outside the call's context."""
     behaviour: Any = handler
     codec = {
         "request_deserializer": handler.request_deserializer,
@@ -243,12 +288,9 @@ def _wrap(
 
             return grpc.unary_stream_rpc_method_handler(unary_stream_writer, **codec)
 
-        async def unary_stream(
-            request: Any, context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[Any]:
-            async with guard(context):
-                async for response in inner_us(request, context):
-                    yield response
+        async def unary_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            async with guard(context), aclosing(inner_us(request, context)) as responses:
+                await _write_all(responses, context)
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if behaviour.stream_unary is not None:
@@ -275,9 +317,8 @@ def _wrap(
 
     async def stream_stream(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        async with guard(context):
-            async for response in inner_ss(requests, context):
-                yield response
+    ) -> None:
+        async with guard(context), aclosing(inner_ss(requests, context)) as responses:
+            await _write_all(responses, context)
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)

@@ -4,6 +4,7 @@ Health starts NOT_SERVING for every service; it turns SERVING once each readines
 passed (checks are retried with backoff), and back to NOT_SERVING when shutdown begins. Until
 then every RPC but health and reflection answers UNAVAILABLE (reason NOT_READY). On
 SIGTERM or SIGINT new calls are refused and in-flight calls get the grace period to finish.
+`run()` also serves the process's Prometheus metrics and sets up tracing.
 """
 
 import asyncio
@@ -19,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.mesh import metrics, tracing
 from services.mesh.interceptors import MeshServerInterceptor
 from services.mesh.policy import MethodPolicy, policies_for
 from services.mesh.probes import ReadinessCheck
@@ -81,11 +83,15 @@ class MeshServer:
         """Bind and start serving (NOT_SERVING until ready); return the bound port."""
         tls = MeshTls.load(self.settings.certs_dir, self.identity)
         server = grpc.aio.server(
-            interceptors=[MeshServerInterceptor(self._policies, self.ready)],
+            interceptors=[MeshServerInterceptor(self._policies, self.ready, self.identity)],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.so_reuseport", 0),
+                # clients ping every 30 s (services/mesh/clients.py); without these the server
+                # answers a long idle stream's pings with GOAWAY "too_many_pings"
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+                ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
         for binding in self._bindings:
@@ -137,13 +143,21 @@ class MeshServer:
             await cleanup()
 
     async def run(self) -> None:
-        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        """Serve until SIGTERM or SIGINT, then stop gracefully. The process's telemetry comes
+        with it: `/metrics` on the metrics port, and tracing when an exporter is configured."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
+        metrics.tenant_label.limit = self.settings.metrics_tenant_labels
+        port = self.settings.metrics_port_of(self.identity)
+        stop_metrics = metrics.serve_metrics(port, self.settings.metrics_host) if port else None
+        tracing.configure_tracing(self.identity, self.settings)
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()
+            tracing.shutdown_tracing()
+            if stop_metrics is not None:
+                stop_metrics()

@@ -21,6 +21,13 @@ DEFAULT_PORTS = {
     identity.ORCHESTRATOR: 50055,
 }
 DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_METRICS_PORTS = {
+    identity.CONTEXT: 9461,
+    identity.RETRIEVAL: 9462,
+    identity.LLM: 9463,
+    identity.SPEECH: 9464,
+    identity.ORCHESTRATOR: 9465,
+}
 
 WELL_KNOWN_SECRETS = frozenset(
     {"", "secret", "changeme", "change-me", "password", "dev", "development", "test", "***"}
@@ -31,7 +38,11 @@ class MeshSettings(BaseSettings):
     """Settings shared by every component of the mesh."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a refused secret must not reach the error message
     )
 
     environment: Literal["development", "production"] = Field(
@@ -63,6 +74,19 @@ class MeshSettings(BaseSettings):
     )
     grpc_retry_attempts: int = Field(4, ge=1, le=5, validation_alias="GRPC_RETRY_ATTEMPTS")
 
+    metrics_port: int | None = Field(None, ge=0, le=65535, validation_alias="METRICS_PORT")
+    """Where a service serves `/metrics`; defaults to its port in DEFAULT_METRICS_PORTS, 0 turns
+    it off. The gateway serves `/metrics` on its own HTTP port."""
+    metrics_host: str = Field("127.0.0.1", validation_alias="METRICS_HOST")
+    metrics_tenant_labels: int = Field(50, ge=0, validation_alias="METRICS_TENANT_LABELS")
+    otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None, validation_alias="APPLICATIONINSIGHTS_CONNECTION_STRING"
+    )
+    otel_sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, validation_alias="OTEL_TRACES_SAMPLER_ARG"
+    )
+
     @property
     def production(self) -> bool:
         return self.environment == "production"
@@ -82,6 +106,12 @@ class MeshSettings(BaseSettings):
 
     def listen_address(self, component: str) -> str:
         return self.grpc_listen_addr or self.address_of(component)
+
+    def metrics_port_of(self, component: str) -> int:
+        """The port a service serves `/metrics` on (0: not served)."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        return DEFAULT_METRICS_PORTS.get(component, 0)
 
 
 def is_weak_secret(value: SecretStr | None) -> bool:

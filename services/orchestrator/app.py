@@ -1,13 +1,18 @@
 """The orchestrator process: SERVING once context, retrieval and LLM are."""
 
+import logging
+from collections.abc import Awaitable, Callable
+
+import grpc
+from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.orchestrator.v1 import orchestrator_service_pb2, orchestrator_service_pb2_grpc
 
-from services.mesh import identity, logs
+from services.mesh import correlation, identity, logs
 from services.mesh.clients import MeshClients, check_serving
 from services.mesh.server import MeshServer, ServiceBinding
 from services.orchestrator.bus import open_action_bus
 from services.orchestrator.consumers import EmbeddedConsumers
-from services.orchestrator.consumers.handoff import HandoffHub
+from services.orchestrator.consumers.handoff import HandoffEvent, HandoffHub
 from services.orchestrator.human import HumanReplies
 from services.orchestrator.relay import OutboxRelay, RelayRunner
 from services.orchestrator.servicer import OrchestratorServicer
@@ -15,6 +20,10 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.turn import TurnProcessor
 
 DEPENDENCIES = (identity.CONTEXT, identity.RETRIEVAL, identity.LLM)
+SESSION_CHECK_SECONDS = 5.0
+"""The deadline of the session check before a hand-over is delivered."""
+
+log = logging.getLogger(__name__)
 
 
 class OrchestratorServer(MeshServer):
@@ -48,9 +57,43 @@ def build_relay(
     return RelayRunner(relay, bus, local_consumers=consumers.all)
 
 
+def session_still_there(clients: MeshClients) -> Callable[[HandoffEvent], Awaitable[bool]]:
+    """The hub's `still_wanted`: a hand-over whose session is gone (its user was erased:
+    EraseUser deletes the user's sessions) is not delivered to anyone. When the context service
+    cannot answer, the hand-over is delivered (an agent replying into an erased session gets
+    NOT_FOUND anyway), with a warning."""
+
+    async def still_wanted(event: HandoffEvent) -> bool:
+        if not event.session_id:
+            return True
+        call = correlation.CallContext(
+            correlation_id=event.correlation_id or f"handoff-{event.event_id}",
+            tenant_id=event.tenant_id,
+            session_id=event.session_id,
+        )
+        try:
+            with correlation.bound(call):
+                await clients.context.GetSession(
+                    context_pb.GetSessionRequest(session_id=event.session_id),
+                    timeout=SESSION_CHECK_SECONDS,
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            log.warning(
+                "hand-over session could not be checked; delivered",
+                extra={"eventId": event.event_id, "code": error.code().name},
+            )
+        return True
+
+    return still_wanted
+
+
 def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
     clients = MeshClients(settings, identity.ORCHESTRATOR)
     consumers = EmbeddedConsumers.create()
+    consumers.hub.still_wanted = session_still_there(clients)
+    consumers.hub.resume_grace = settings.handoff_resume_grace_seconds
     relay = build_relay(settings, clients, consumers) if settings.run_relay else None
 
     async def dependencies_serving() -> None:

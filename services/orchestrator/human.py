@@ -17,7 +17,9 @@ has it among the recent turns.
    outbox rows are committed in one CommitTurn with the fencing token.
 
 The turn and action ids derive from the tenant, session and correlation id (as in the turn):
-a retry with the same correlation id finds its reply committed and returns it.
+a retry with the same correlation id finds its reply committed and returns it, when it is the
+same reply (agent, text and actions); a different reply under that correlation id is refused
+with ALREADY_EXISTS (IDEMPOTENCY_KEY_REUSED), never answered with what another reply stored.
 """
 
 import dataclasses
@@ -25,6 +27,7 @@ import logging
 import re
 
 import grpc
+from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
@@ -34,6 +37,7 @@ from services.mesh.clients import MeshClients
 from services.mesh.errors import (
     FieldViolation,
     MeshError,
+    already_exists,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -70,19 +74,33 @@ def _agent_id_violations(agent_id: str) -> list[FieldViolation]:
     return []
 
 
+def _connection_id_violations(connection_id: str) -> list[FieldViolation]:
+    if connection_id and not correlation.ID_PATTERN.match(connection_id):
+        return [FieldViolation("connection_id", "must be 1-128 of [A-Za-z0-9._:-]")]
+    return []
+
+
 def validate_watch_request(request: pb.WatchHandoffsRequest) -> None:
-    """Raise INVALID_ARGUMENT when the watching agent's id is missing or malformed."""
+    """Raise INVALID_ARGUMENT when the watching agent's id is missing or malformed, or the
+    connection id is malformed."""
     violations = _agent_id_violations(request.agent_id)
+    violations += _connection_id_violations(request.connection_id)
     if violations:
         raise invalid_argument(*violations)
 
 
 def validate_ack_request(request: pb.AckHandoffRequest) -> None:
-    """Raise INVALID_ARGUMENT when the event id is missing or malformed."""
+    """Raise INVALID_ARGUMENT listing a missing or malformed event id or agent id, and a
+    malformed connection id."""
+    violations = []
     if not request.event_id:
-        raise invalid_argument(FieldViolation("event_id", "is required"))
-    if not correlation.ID_PATTERN.match(request.event_id):
-        raise invalid_argument(FieldViolation("event_id", "must be 1-128 of [A-Za-z0-9._:-]"))
+        violations.append(FieldViolation("event_id", "is required"))
+    elif not correlation.ID_PATTERN.match(request.event_id):
+        violations.append(FieldViolation("event_id", "must be 1-128 of [A-Za-z0-9._:-]"))
+    violations += _agent_id_violations(request.agent_id)
+    violations += _connection_id_violations(request.connection_id)
+    if violations:
+        raise invalid_argument(*violations)
 
 
 def validate_human_reply(request: pb.SubmitHumanReplyRequest, max_text_chars: int) -> None:
@@ -193,5 +211,20 @@ class HumanReplies:
                 raise not_found("the session does not exist", "SESSION_NOT_FOUND") from None
             if error.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-            return await committed_turn(self._clients, session_id, turn.turn_id)
+            stored = await committed_turn(self._clients, session_id, turn.turn_id)
+            if _reply_of(stored) != _reply_of(turn):
+                raise already_exists(
+                    "this correlation id already stored a different reply in the session",
+                    "IDEMPOTENCY_KEY_REUSED",
+                ) from None
+            return stored
         return committed.turns[-1] if committed.turns else turn
+
+
+def _reply_of(turn: conversation_pb2.ConversationTurn) -> tuple[object, ...]:
+    """What makes two human replies the same one: the agent, the text and the actions."""
+    return (
+        turn.metadata.human_agent_id,
+        turn.text,
+        [(a.type, json_format.MessageToDict(a.params)) for a in turn.actions],
+    )

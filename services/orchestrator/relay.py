@@ -35,6 +35,7 @@ import asyncio
 import contextvars
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from prometheus_client import Counter
 
-from services.mesh import correlation
+from services.mesh import correlation, tracing
 from services.mesh.backoff import RetryPolicy
 from services.orchestrator.bus import (
     ActionBus,
@@ -55,6 +56,7 @@ from services.orchestrator.bus import (
     bus_message_from_outbox,
     redact,
 )
+from services.orchestrator.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST
 
 if TYPE_CHECKING:
     from metaagent.context.v1 import context_service_pb2_grpc, outbox_pb2
@@ -160,7 +162,7 @@ class OutboxRelay:
         happened."""
         report = RelayReport()
         call = correlation.CallContext(correlation_id=f"relay-{uuid.uuid4().hex}")
-        with correlation.bound(call):
+        with correlation.bound(call), tracing.untraced():
             await self._sweep(report)
         for name in ("listed", "published", "retried", "dead_lettered"):
             setattr(self.totals, name, getattr(self.totals, name) + getattr(report, name))
@@ -200,11 +202,17 @@ class OutboxRelay:
                     page_size=self._batch_size,
                     lease_seconds=self._lease_seconds,
                     claimant=self.claimant,
+                    report_backlog=True,
                 )
             )
         except grpc.aio.AioRpcError as error:
             self._context_failed(report, "ListOutbox", error)
             return
+        OUTBOX_BACKLOG.set(listed.backlog.pending)
+        oldest = listed.backlog.oldest_created_at
+        OUTBOX_OLDEST.set(
+            max(time.time() - oldest.ToNanoseconds() / 1e9, 0.0) if listed.backlog.pending else 0.0
+        )
         pending = list(listed.messages)
         report.listed = len(pending)
         if not pending:

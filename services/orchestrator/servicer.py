@@ -9,7 +9,7 @@ from metaagent.orchestrator.v1 import orchestrator_service_pb2_grpc
 
 from services.mesh import correlation
 from services.mesh.errors import failed_precondition
-from services.orchestrator.consumers.handoff import HandoffHub
+from services.orchestrator.consumers.handoff import HandoffHeldElsewhere, HandoffHub
 from services.orchestrator.human import (
     HumanReplies,
     validate_ack_request,
@@ -20,6 +20,9 @@ from services.orchestrator.turn import TurnProcessor
 log = logging.getLogger(__name__)
 WATCH_REGISTERED = ("x-handoff-watch", "registered")
 """The response headers of a watch once the hub has it (the proto's WatchHandoffs)."""
+DEADLINE_SLACK_SECONDS = 0.1
+"""A watch that ends with no more time left than this ended by its deadline (its connection
+is expected to watch again), not because its caller left."""
 
 
 class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServicer):
@@ -50,18 +53,37 @@ class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServ
     ) -> AsyncIterator[pb.WatchHandoffsResponse]:
         validate_watch_request(request)
         hub = self._hub_here()
-        async with hub.watch(correlation.current().tenant_id) as watch:
+        async with hub.watch(
+            correlation.current().tenant_id,
+            agent_id=request.agent_id,
+            connection_id=request.connection_id,
+        ) as watch:
             await context.send_initial_metadata((WATCH_REGISTERED,))
             log.info("agent watching hand-overs", extra={"agentId": request.agent_id})
-            async for event in watch:
-                yield pb.WatchHandoffsResponse(handoff=event.as_proto())
+            try:
+                async for event in watch:
+                    yield pb.WatchHandoffsResponse(handoff=event.as_proto())
+            finally:
+                # the deadline passed (the caller watches again) or the caller left
+                remaining = context.time_remaining()
+                watch.expired = remaining is not None and remaining <= DEADLINE_SLACK_SECONDS
 
     async def AckHandoff(
         self, request: pb.AckHandoffRequest, context: Any
     ) -> pb.AckHandoffResponse:
         validate_ack_request(request)
         hub = self._hub_here()
-        acknowledged = hub.acknowledge(correlation.current().tenant_id, request.event_id)
+        try:
+            acknowledged = hub.acknowledge(
+                correlation.current().tenant_id,
+                request.event_id,
+                agent_id=request.agent_id,
+                connection_id=request.connection_id,
+            )
+        except HandoffHeldElsewhere:
+            raise failed_precondition(
+                "another agent or connection holds this hand-over", "HANDOFF_HELD_ELSEWHERE"
+            ) from None
         return pb.AckHandoffResponse(acknowledged=acknowledged)
 
     def _hub_here(self) -> HandoffHub:

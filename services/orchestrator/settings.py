@@ -10,6 +10,10 @@ from services.mesh.settings import MeshSettings
 class OrchestratorSettings(MeshSettings):
     retrieval_top_k: int = Field(5, ge=1, le=50, validation_alias="RETRIEVAL_TOP_K")
     max_text_chars: int = Field(4000, ge=1, validation_alias="ORCHESTRATOR_MAX_TEXT_CHARS")
+    handoff_resume_grace_seconds: float = Field(
+        10.0, ge=0, validation_alias="ORCHESTRATOR_HANDOFF_RESUME_GRACE_SECONDS"
+    )
+    """How long a hand-over socket's unacknowledged events wait for its next watch."""
     turn_lease_seconds: float = Field(
         30.0, gt=0, validation_alias="ORCHESTRATOR_TURN_LEASE_SECONDS"
     )

@@ -33,7 +33,7 @@ from services.orchestrator.actions import ConfirmationState, validate_actions
 from services.orchestrator.actions.validation import AWAITING
 from services.orchestrator.escalation import escalate
 from services.orchestrator.guard import TurnGuard, committed_turn
-from services.orchestrator.metrics import DEGRADED_TURNS, DROPPED_ACTIONS
+from services.orchestrator.metrics import DEGRADED_TURNS, DROPPED_ACTIONS, TURNS
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.validation import validate_process_request
 
@@ -263,6 +263,10 @@ class TurnProcessor:
             stored = await committed_turn(self._clients, session_id, agent_turn.turn_id)
         if generation.degraded:
             DEGRADED_TURNS.labels("llm").inc()
+        TURNS.labels(
+            conversation_pb2.Channel.Name(turn.request.channel).removeprefix("CHANNEL_").lower(),
+            "true" if stored.metadata.degraded else "false",
+        ).inc()
         dependencies = list(turn.degraded_dependencies)
         if generation.degraded:
             dependencies.append("llm")

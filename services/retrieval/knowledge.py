@@ -15,11 +15,13 @@ from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
-from services.mesh.errors import FieldViolation, invalid_argument
+from services.mesh.errors import FieldViolation, invalid_argument, not_found
+from services.mesh.metrics import tenant_label
 from services.mesh.redaction import scrub_pii
 from services.retrieval.catalogue import finite_struct, product_document, validate_product
 from services.retrieval.chunking import chunk, visible_text
 from services.retrieval.embedders import Embedder
+from services.retrieval.metrics import VECTOR_SEARCH_RESULTS
 from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk, VectorStore
 from services.retrieval.tenants import TenantDirectory
 
@@ -226,11 +228,20 @@ class KnowledgeBase:
         found = await self._store.search(
             partitions, vector, top_k, threshold, query if self.hybrid else ""
         )
+        VECTOR_SEARCH_RESULTS.labels(tenant_label(tenant_id)).observe(len(found))
         return [pb.SearchHit(document=c.document, score=score) for c, score in found]
 
     async def delete(self, tenant_id: str, doc_id: str) -> int:
+        """Delete every chunk of one of the tenant's documents; how many there were.
+        NOT_FOUND (DOCUMENT_NOT_FOUND) when the tenant has no document with that id."""
         await self._tenants.require(tenant_id)
-        return await self._delete(tenant_id, doc_id)
+        deleted = await self._delete(tenant_id, doc_id)
+        if not deleted:
+            raise not_found(
+                f"the tenant has no document {doc_id[:128]!r} in its knowledge base",
+                "DOCUMENT_NOT_FOUND",
+            )
+        return deleted
 
     async def delete_global(self, doc_id: str) -> int:
         return await self._delete(GLOBAL_PARTITION, doc_id)

@@ -3,24 +3,17 @@
 from pathlib import Path
 
 import grpc
-import pytest
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import context_service_pb2 as pb
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.mesh.errors import MeshError
+from tests.support.calls import refusal
 from tests.support.context_service import context_service
 
 
 def _call(tenant: str) -> correlation.CallContext:
     return correlation.CallContext(correlation_id="corr-bad", tenant_id=tenant)
-
-
-async def _refusal(call) -> MeshError:
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await call
-    return MeshError.from_rpc_error(refused.value)
 
 
 async def test_bad_input_is_refused_with_details_and_writes_nothing(
@@ -33,13 +26,13 @@ async def test_bad_input_is_refused_with_details_and_writes_nothing(
         stub = clients.context
         try:
             with correlation.bound(_call("demo")):
-                malformed = await _refusal(
+                malformed = await refusal(
                     stub.GetOrCreateSession(pb.GetOrCreateSessionRequest(session_id="bad id!"))
                 )
                 await stub.GetOrCreateSession(
                     pb.GetOrCreateSessionRequest(session_id="s-demo", user_id="u", channel=1)
                 )
-                oversized = await _refusal(
+                oversized = await refusal(
                     stub.CommitTurn(
                         pb.CommitTurnRequest(
                             session_id="s-demo",
@@ -48,14 +41,14 @@ async def test_bad_input_is_refused_with_details_and_writes_nothing(
                     )
                 )
             with correlation.bound(_call("ghost")):
-                unknown_tenant = await _refusal(
+                unknown_tenant = await refusal(
                     stub.GetOrCreateSession(pb.GetOrCreateSessionRequest(session_id="s-ghost"))
                 )
             with correlation.bound(_call("acme")):
                 await gateway.context.PutTenant(
                     pb.PutTenantRequest(tenant=tenant_pb2.TenantConfig(name="Acme"))
                 )
-                cross_tenant = await _refusal(
+                cross_tenant = await refusal(
                     stub.CommitTurn(
                         pb.CommitTurnRequest(
                             session_id="s-demo",
@@ -67,7 +60,7 @@ async def test_bad_input_is_refused_with_details_and_writes_nothing(
                 transcript = await stub.GetSession(
                     pb.GetSessionRequest(session_id="s-demo", include_transcript=True)
                 )
-                never_created = await _refusal(
+                never_created = await refusal(
                     stub.GetSession(pb.GetSessionRequest(session_id="s-ghost"))
                 )
         finally:

@@ -3,6 +3,7 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
@@ -50,6 +51,25 @@ async def test_publish_outcomes_move_pending_messages_and_show_on_the_turn(
     assert [a.status for a in turn.actions] == [SENT, SENT, FAILED]
 
 
+async def test_the_backlog_counts_pending_messages_and_dates_the_oldest(
+    store: SessionStore, tenant: str
+) -> None:
+    assert await store.outbox_backlog(tenant) == (0, None)
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    order, link = await _with_actions(store, tenant, "create_order", "payment_link")
+    await _with_actions(store, f"{tenant}-other", "create_ticket")
+    pending, oldest = await store.outbox_backlog(tenant)
+    assert pending == 2, "the other tenant's message is not this tenant's backlog"
+    assert oldest is not None and before <= oldest <= datetime.now(UTC)
+    await store.pending_outbox(tenant, 10, lease_seconds=60, claimant="relay-1")
+    assert (await store.outbox_backlog(tenant))[0] == 2, "a claimed message is still pending"
+    await store.mark_outbox(tenant, [order], PENDING, "broker timeout")
+    await store.mark_outbox(tenant, [link], SENT, "")
+    assert (await store.outbox_backlog(tenant))[0] == 1
+    await store.mark_outbox(tenant, [order], FAILED, "dead-lettered")
+    assert await store.outbox_backlog(tenant) == (0, None)
+
+
 async def test_a_tenant_scoped_mark_cannot_touch_another_tenants_messages(
     store: SessionStore, tenant: str
 ) -> None:
@@ -87,6 +107,7 @@ async def test_the_postgres_relay_sweeps_every_tenant_through_its_own_login(
     [second] = await _with_actions(relay_store, b, "create_ticket")
     swept = {(m.tenant_id, m.message_id) for m in await relay_store.pending_outbox(None, 1000)}
     assert {(a, first), (b, second)} <= swept
+    assert (await relay_store.outbox_backlog(None))[0] >= 2
     assert len(await relay_store.mark_outbox(None, [first, second], SENT, "")) == 2
     assert [t.actions[0].status for t in await relay_store.transcript(a, "s1", 1)] == [SENT]
     without_relay = open_store(postgres_database.app_dsn)

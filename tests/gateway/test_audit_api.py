@@ -12,7 +12,8 @@ from tests.support.public_api import PublicApi
 
 
 async def _audited(api: PublicApi) -> tuple[str, dict[str, dict[str, str]], list[str]]:
-    """A new tenant whose log holds three consent changes, each with its own correlation id."""
+    """A new tenant whose log holds its creation and three consent changes, each with its own
+    correlation id."""
     tenant = new_tenant()
     await create_tenant(api, tenant)
     who = roles(api, tenant)
@@ -42,12 +43,13 @@ async def test_entries_come_in_chain_order_and_verify(public_api: PublicApi) -> 
     entries = page.json()["entries"]
     assert page.json()["nextPageToken"] == ""
     assert [e["action"] for e in entries] == [
+        "tenant_configured",
         "consent_granted",
         "consent_granted",
         "consent_revoked",
     ]
-    assert [e["sequence"] for e in entries] == [1, 2, 3]
-    assert [e["correlationId"] for e in entries] == correlation_ids
+    assert [e["sequence"] for e in entries] == [1, 2, 3, 4]
+    assert [e["correlationId"] for e in entries[1:]] == correlation_ids
     assert all(e["timestamp"] and e["hash"] for e in entries)
     assert [e["prevHash"] for e in entries[1:]] == [e["hash"] for e in entries[:-1]]
 
@@ -55,7 +57,7 @@ async def test_entries_come_in_chain_order_and_verify(public_api: PublicApi) -> 
     assert verified.status_code == 200
     assert verified.json() == {
         "valid": True,
-        "entriesChecked": 3,
+        "entriesChecked": 4,
         "firstInvalidSequence": 0,
         "firstInvalidReason": "",
         "headHash": entries[-1]["hash"],
@@ -74,16 +76,16 @@ async def test_pages_and_filters(public_api: PublicApi) -> None:
         token = page.json()["nextPageToken"]
         if not token:
             break
-    assert sequences == [1, 2, 3]
+    assert sequences == [1, 2, 3, 4]
 
     revoked = await public_api.client.get(
         f"{base}/audit", headers=who["admin"], params={"action": "consent_revoked"}
     )
-    assert [e["sequence"] for e in revoked.json()["entries"]] == [3]
+    assert [e["sequence"] for e in revoked.json()["entries"]] == [4]
     one = await public_api.client.get(
         f"{base}/audit", headers=who["admin"], params={"correlationId": correlation_ids[1]}
     )
-    assert [e["sequence"] for e in one.json()["entries"]] == [2]
+    assert [e["sequence"] for e in one.json()["entries"]] == [3]
     none = await public_api.client.get(
         f"{base}/audit", headers=who["admin"], params={"sessionId": "chat-nobody"}
     )
@@ -96,13 +98,13 @@ async def test_an_edited_entry_breaks_the_chain(public_api: PublicApi, tmp_path:
     with sqlite3.connect(tmp_path / "context.db") as db:  # the in-process mesh's context store
         db.execute("DROP TRIGGER audit_logs_no_update")
         db.execute(
-            "UPDATE audit_logs SET action = 'consent_granted' WHERE tenant_id = ? AND sequence = 3",
+            "UPDATE audit_logs SET action = 'consent_granted' WHERE tenant_id = ? AND sequence = 4",
             (tenant,),
         )
     verified = await public_api.client.get(f"{base}/audit/verify", headers=who["admin"])
     assert verified.status_code == 200
     body = verified.json()
-    assert (body["valid"], body["firstInvalidSequence"]) == (False, 3)
+    assert (body["valid"], body["firstInvalidSequence"]) == (False, 4)
     assert "edited" in body["firstInvalidReason"]
 
 

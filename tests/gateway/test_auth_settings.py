@@ -15,10 +15,12 @@ from tests.gateway.test_security import secure_gateway
 
 SCOPED = {"jwt_audience": "api://metaagent", "jwt_issuer": "https://login.example/t/v2.0"}
 JWKS = "https://login.example/t/discovery/v2.0/keys"
+SHARED = {"replay_cache_url": "redis://redis:6379/0", "rate_limit_url": "rediss://redis:6380/1"}
+"""Production's replay cache and rate counters: shared by every replica."""
 
 
 def production(**values: object) -> GatewaySettings:
-    return GatewaySettings(**{"environment": "production", **SCOPED, **values})
+    return GatewaySettings(**{"environment": "production", **SCOPED, **SHARED, **values})
 
 
 def test_production_accepts_a_jwks_without_jwt_secret_and_refuses_hs256() -> None:
@@ -66,6 +68,103 @@ def test_production_accepts_hmac_clients_without_hmac_secret() -> None:
     clients = {"crm": {"secret": "z7" * 20, "tenantId": "acme", "role": "tenant-admin"}}
     settings = production(jwt_secret="x9" * 20, hmac_clients=clients)
     assert settings.hmac_clients["crm"].role == "tenant-admin"
+
+
+def test_production_from_the_environment_needs_no_hmac_secret_beside_hmac_clients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HMAC_SECRET", raising=False)
+    for name, value in {
+        "METAAGENT_ENV": "production",
+        "JWT_SECRET": "x9" * 20,
+        "JWT_AUDIENCE": SCOPED["jwt_audience"],
+        "JWT_ISSUER": SCOPED["jwt_issuer"],
+        "HMAC_CLIENTS": '{"crm": {"secret": "' + "z7" * 20 + '", "tenantId": "acme"}}',
+        "GATEWAY_REPLAY_CACHE_URL": SHARED["replay_cache_url"],
+        "GATEWAY_RATE_LIMIT_URL": SHARED["rate_limit_url"],
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = GatewaySettings()
+    assert settings.production and settings.hmac_secret is None
+    assert list(settings.hmac_clients) == ["crm"]
+
+
+VALID_PRODUCTION = {"jwt_secret": "x9" * 20, "hmac_secret": "y8" * 20}
+
+
+@pytest.mark.parametrize(
+    ("urls", "named"),
+    [
+        ({"replay_cache_url": "memory://"}, ["GATEWAY_REPLAY_CACHE_URL"]),
+        ({"rate_limit_url": "memory://"}, ["GATEWAY_RATE_LIMIT_URL"]),
+        (
+            {"replay_cache_url": "memory://", "rate_limit_url": "memory://"},
+            ["GATEWAY_REPLAY_CACHE_URL", "GATEWAY_RATE_LIMIT_URL"],
+        ),
+    ],
+    ids=["replay-cache", "rate-limits", "both"],
+)
+def test_production_refuses_in_process_replay_cache_and_rate_counters(
+    urls: dict[str, str], named: list[str]
+) -> None:
+    """Per replica, a signature used on one replica would pass again on another, and a rate
+    limit would be multiplied by the replicas."""
+    with pytest.raises(ValidationError, match="production refuses an in-process") as refused:
+        production(**VALID_PRODUCTION, **urls)
+    for name in ("GATEWAY_REPLAY_CACHE_URL", "GATEWAY_RATE_LIMIT_URL"):
+        assert (name in str(refused.value)) == (name in named), name
+
+
+def test_production_refuses_the_in_process_defaults_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("GATEWAY_REPLAY_CACHE_URL", "GATEWAY_RATE_LIMIT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {
+        "METAAGENT_ENV": "production",
+        "JWT_SECRET": "x9" * 20,
+        "HMAC_SECRET": "y8" * 20,
+        "JWT_AUDIENCE": SCOPED["jwt_audience"],
+        "JWT_ISSUER": SCOPED["jwt_issuer"],
+    }.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match="GATEWAY_REPLAY_CACHE_URL, GATEWAY_RATE_LIMIT_URL"):
+        GatewaySettings()
+    monkeypatch.setenv("GATEWAY_REPLAY_CACHE_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("GATEWAY_RATE_LIMIT_URL", "memory://")
+    with pytest.raises(ValidationError, match="in-process") as refused:
+        GatewaySettings()
+    assert "GATEWAY_REPLAY_CACHE_URL" not in str(refused.value)
+    monkeypatch.setenv("GATEWAY_RATE_LIMIT_URL", "redis://redis:6379/1")
+    assert GatewaySettings().production
+
+
+def test_development_keeps_the_in_process_defaults() -> None:
+    settings = GatewaySettings()
+    assert (settings.replay_cache_url, settings.rate_limit_url) == ("memory://", "memory://")
+
+
+def test_v2_signatures_are_required_by_default_in_production_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HMAC_REQUIRE_V2", raising=False)
+    assert GatewaySettings().hmac_require_v2 is False
+    assert production(**VALID_PRODUCTION).hmac_require_v2 is True
+    assert production(**VALID_PRODUCTION, hmac_require_v2=False).hmac_require_v2 is False
+    monkeypatch.setenv("HMAC_REQUIRE_V2", "true")
+    assert GatewaySettings().hmac_require_v2 is True
+    monkeypatch.setenv("METAAGENT_ENV", "production")
+    monkeypatch.setenv("HMAC_REQUIRE_V2", "false")  # a migration window, chosen explicitly
+    assert production(**VALID_PRODUCTION).hmac_require_v2 is False
+    monkeypatch.delenv("HMAC_REQUIRE_V2")
+    assert production(**VALID_PRODUCTION).hmac_require_v2 is True
+
+
+def test_production_refuses_a_weak_hmac_secret_even_beside_hmac_clients() -> None:
+    clients = {"crm": {"secret": "z7" * 20, "tenantId": "acme"}}
+    with pytest.raises(ValidationError, match="production refuses") as refused:
+        production(jwt_secret="x9" * 20, hmac_clients=clients, hmac_secret="changeme")
+    assert "set HMAC_SECRET (" in str(refused.value)
 
 
 def test_hmac_clients_are_read_as_json_from_the_environment(

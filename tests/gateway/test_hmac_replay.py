@@ -14,9 +14,12 @@ from gateway.replay import (
     ReplayCacheUnavailable,
     open_replay_cache,
 )
+from gateway.signatures import sign
 from tests.gateway.test_process_api import SEED_REQUEST
 from tests.gateway.test_security import secure_gateway
+from tests.support.inprocess_mesh import InProcessMesh
 from tests.support.ports import free_port
+from tests.support.public_api import public_api_over
 
 
 class Clock:
@@ -94,3 +97,62 @@ async def test_replicas_sharing_redis_refuse_a_replay_sent_to_the_other(
         assert (await first.process(headers, raw)).status_code == 200
         problem = await second.refused(await second.process(headers, raw), 401)
         assert problem["detail"] == "the signature was already used"
+
+
+OPS_SECRET = uuid.uuid4().hex * 2  # of this run only: the replay cache in Redis outlives it
+OPS = {"ops": {"secret": OPS_SECRET, "tenantId": "demo", "role": "tenant-admin"}}
+VERIFY = "/v2/tenants/demo/audit/verify"
+ERASE = "/v2/tenants/demo/users/user-c"
+
+
+async def test_a_v2_signature_is_not_replayed_on_another_route_or_replica(
+    mesh: InProcessMesh, redis_url: str
+) -> None:
+    """The review's case: a signature made for GET …/audit/verify, sent again as DELETE
+    …/users/… (erasure) to a second replica. With v2 it signs the method and the path, and the
+    replicas share the replay cache."""
+    overrides = {"hmac_clients": OPS, "replay_cache_url": redis_url}
+    signed = {"X-Client-Id": "ops"}
+    signed["X-Signature"] = sign(OPS_SECRET.encode(), b"", method="GET", target=VERIFY)
+    async with (
+        public_api_over(mesh, **overrides) as one,
+        public_api_over(mesh, **overrides) as two,
+    ):
+        legit = await one.client.get(VERIFY, headers=signed)
+        assert legit.status_code == 200, legit.text
+        erase = await two.client.delete(ERASE, headers=signed)
+        assert erase.status_code == 401, erase.text
+        assert erase.headers["content-type"] == "application/problem+json"
+        assert erase.json()["detail"] == "the signature does not match the request"
+        again = await two.client.get(VERIFY, headers=signed)
+        assert again.status_code == 401
+        assert again.json()["detail"] == "the signature was already used"
+
+
+async def test_with_v2_required_the_reviews_v1_replay_is_refused(
+    mesh: InProcessMesh, redis_url: str
+) -> None:
+    overrides = {"hmac_clients": OPS, "replay_cache_url": redis_url, "hmac_require_v2": True}
+    v1 = {"X-Client-Id": "ops", "X-Signature": sign(OPS_SECRET.encode(), b"")}
+    async with public_api_over(mesh, **overrides) as one:
+        for method, path in (("GET", VERIFY), ("DELETE", ERASE)):
+            reply = await one.client.request(method, path, headers=v1)
+            assert reply.status_code == 401, reply.text
+            assert "requires a v2 signature" in reply.json()["detail"]
+
+
+async def test_a_v1_signature_replayed_to_another_replica_is_refused(
+    mesh: InProcessMesh, redis_url: str
+) -> None:
+    """v1 (kept for existing clients) signs no route: only the shared replay cache stops the
+    same empty-body signature from erasing a user through another replica."""
+    overrides = {"hmac_clients": OPS, "replay_cache_url": redis_url}
+    v1 = {"X-Client-Id": "ops", "X-Signature": sign(OPS_SECRET.encode(), b"")}
+    async with (
+        public_api_over(mesh, **overrides) as one,
+        public_api_over(mesh, **overrides) as two,
+    ):
+        assert (await one.client.get(VERIFY, headers=v1)).status_code == 200
+        erase = await two.client.delete(ERASE, headers=v1)
+        assert erase.status_code == 401, erase.text
+        assert erase.json()["detail"] == "the signature was already used"

@@ -83,6 +83,11 @@ async def test_documents_are_ingested_searched_and_deleted(public_api: PublicApi
     assert [hit["docId"] for hit in hits] == ["faq-workshop"]
     twice = await public_api.client.delete(f"{base}/faq-returns", headers=who["admin"])
     assert twice.status_code == 404
+    assert twice.headers["content-type"] == "application/problem+json"
+    assert twice.json()["reason"] == "DOCUMENT_NOT_FOUND"
+    never = await public_api.client.delete(f"{base}/faq-unknown", headers=who["admin"])
+    assert (never.status_code, never.json()["reason"]) == (404, "DOCUMENT_NOT_FOUND")
+    assert never.json()["correlationId"] == never.headers["X-Correlation-Id"]
 
 
 @pytest.mark.parametrize("media", ["application/x-ndjson", "application/jsonl; charset=utf-8"])

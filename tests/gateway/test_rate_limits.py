@@ -8,12 +8,18 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.ratelimit import UNCHECKED
+from tests.gateway.test_process_api import SEED_REQUEST
 from tests.gateway.test_security import PROBLEM_JSON, SecureGateway, secure_gateway
 from tests.support.ports import free_port
 
 WHOAMI = "/test/whoami"
+
+
+def refusals(scope: str) -> float:
+    return REGISTRY.get_sample_value("meta_agent_rate_limited_total", {"scope": scope}) or 0.0
 
 
 async def assert_limited(gateway: SecureGateway, reply: httpx.Response, whom: str) -> None:
@@ -28,13 +34,18 @@ async def assert_limited(gateway: SecureGateway, reply: httpx.Response, whom: st
 
 
 async def test_a_caller_past_its_limit_is_429_before_the_orchestrator(state_dir: Path) -> None:
+    before = refusals("gateway_client")
     async with secure_gateway(state_dir, rate_limit_client_per_minute=2) as gateway:
         for _ in range(2):
             assert (await gateway.process(gateway.token())).status_code == 200
         await assert_limited(gateway, await gateway.process(gateway.token()), "this caller")
+        assert refusals("gateway_client") - before == 1, "counted in the rejections metric"
         assert len(gateway.orchestrator.seen) == 2
-        other = await gateway.process(gateway.token(subject="user-8"), body=None)
-        assert other.status_code != 429
+        other = await gateway.process(
+            gateway.token(subject="user-8"), body={**SEED_REQUEST, "userId": "user-8"}
+        )
+        assert other.status_code == 200, other.text  # another caller's window is its own
+        assert len(gateway.orchestrator.seen) == 3
 
 
 async def test_a_tenant_past_its_limit_is_429_for_every_caller(state_dir: Path) -> None:
@@ -44,8 +55,10 @@ async def test_a_tenant_past_its_limit_is_429_for_every_caller(state_dir: Path) 
             assert (await gateway.client.get(WHOAMI, headers=headers)).status_code == 200
         fresh = gateway.token(subject="someone-new")
         await assert_limited(gateway, await gateway.client.get(WHOAMI, headers=fresh), "tenant")
+        before = refusals("gateway_tenant")
         signed = await gateway.client.get(WHOAMI, headers=gateway.signed(b""))
         await assert_limited(gateway, signed, "this tenant")
+        assert refusals("gateway_tenant") - before == 1
         elsewhere = gateway.token(tenant="acme")
         assert (await gateway.client.get(WHOAMI, headers=elsewhere)).status_code == 200
 
@@ -60,11 +73,12 @@ async def test_zero_disables_the_limits(state_dir: Path) -> None:
 
 async def test_hmac_clients_and_token_subjects_are_counted_apart(state_dir: Path) -> None:
     async with secure_gateway(state_dir, rate_limit_client_per_minute=1) as gateway:
-        signed = await gateway.client.get(WHOAMI, headers=gateway.signed(b""))
+        first = int(time.time())
+        signed = await gateway.client.get(WHOAMI, headers=gateway.signed(b"", timestamp=first))
         assert signed.status_code == 200
         same_name = gateway.token(subject="crm")
         assert (await gateway.client.get(WHOAMI, headers=same_name)).status_code == 200
-        resigned = gateway.signed(b"", timestamp=int(time.time()) - 1)  # not a replay
+        resigned = gateway.signed(b"", timestamp=first - 1)  # another signature: not a replay
         again = await gateway.client.get(WHOAMI, headers=resigned)
         await assert_limited(gateway, again, "this caller")
 

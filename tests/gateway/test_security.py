@@ -78,10 +78,14 @@ class SecureGateway:
         client: str = "crm",
         secret: bytes = CRM_SECRET,
         timestamp: int | None = None,
+        *,
+        method: str | None = None,
+        target: str | None = None,
     ) -> dict[str, str]:
+        """Headers signing `body`: v1, or v2 for `method` and `target` (path and query)."""
         return {
             "X-Client-Id": client,
-            "X-Signature": sign(secret, body, timestamp),
+            "X-Signature": sign(secret, body, timestamp, method=method, target=target),
             "Content-Type": "application/json",
         }
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from gateway import admin_convert as convert
+from gateway.signatures import sign
 from tests.support.inprocess_mesh import InProcessMesh
 from tests.support.ports import free_port
 from tests.support.public_api import PublicApi, public_api_over
@@ -104,9 +106,11 @@ async def test_a_tenant_from_creation_to_an_erased_user(public_api: PublicApi) -
     read = await client.get(base, headers=who["agent"])
     assert read.status_code == 200 and read.json() == created
 
-    replaced = await client.put(base, headers=who["admin"], json=CONFIG | {"turnsPerMinute": 30})
+    replaced = await client.put(
+        base, headers=who["admin"], json=CONFIG | {"dedupWindowSeconds": 30}
+    )
     assert replaced.status_code == 200, replaced.text
-    assert replaced.json() == created | {"turnsPerMinute": 30}
+    assert replaced.json() == created | {"dedupWindowSeconds": 30}
 
     stocked = await client.post(
         f"{base}/knowledge", headers=who["admin"] | NDJSON, content=catalogue()
@@ -183,12 +187,29 @@ async def test_a_tenant_from_creation_to_an_erased_user(public_api: PublicApi) -
     audit = await client.get(f"{base}/audit", headers=who["admin"])
     assert audit.status_code == 200, audit.text
     entries = audit.json()["entries"]
-    assert [e["action"] for e in entries] == ["consent_granted", "consent_revoked", "user_erased"]
+    assert [e["action"] for e in entries] == [
+        "tenant_configured",
+        "tenant_configured",
+        "consent_granted",
+        "consent_revoked",
+        "user_erased",
+    ]
+    assert {e["actor"] for e in entries} == {"gateway"}  # every entry names who acted
+    assert [e["payload"]["byRole"] for e in entries] == [
+        "platform-admin",
+        "tenant-admin",
+        "user",
+        "tenant-admin",
+        "tenant-admin",
+    ]
+    assert [e["payload"]["created"] for e in entries[:2]] == [True, False]
+    assert entries[1]["payload"]["dedupWindowSeconds"] == 30
     assert "ana" not in json.dumps(entries)  # users are named by a non-reversible reference
+    assert "boss" not in json.dumps(entries) and "Bici Norte" not in json.dumps(entries)
     verified = await client.get(f"{base}/audit/verify", headers=who["admin"])
     assert verified.json() == {
         "valid": True,
-        "entriesChecked": 3,
+        "entriesChecked": 5,
         "firstInvalidSequence": 0,
         "firstInvalidReason": "",
         "headHash": entries[-1]["hash"],
@@ -252,6 +273,76 @@ async def test_roles_without_the_right_are_403(
     assert after.json() == created
 
 
+QUOTAS = {"dailyTokenBudget": 1000, "turnsPerMinute": 10}
+
+
+async def test_a_tenant_admin_write_keeps_the_platforms_quotas(public_api: PublicApi) -> None:
+    tenant = new_tenant()
+    who, base = roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    created = await create_tenant(public_api, tenant, **QUOTAS)
+    assert created["dailyTokenBudget"] == 1000 and created["turnsPerMinute"] == 10
+
+    left_out = await public_api.client.put(base, headers=who["admin"], json=CONFIG)
+    assert left_out.status_code == 200, left_out.text
+    assert left_out.json() == created, "the quotas left out are kept, not reset to unlimited"
+    repeated = CONFIG | QUOTAS | {"adn": "Otro tono."}
+    same = await public_api.client.put(base, headers=who["admin"], json=repeated)
+    assert same.status_code == 200, same.text
+    assert same.json() == created | {"adn": "Otro tono."}
+    read = await public_api.client.get(base, headers=who["admin"])
+    assert read.json() == created | {"adn": "Otro tono."}
+    again = await public_api.client.put(base, headers=who["admin"], json=read.json())
+    assert again.status_code == 200, "what a tenant-admin reads it may write back"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"dailyTokenBudget": 0},  # 0 is unlimited
+        {"dailyTokenBudget": 10**9},
+        {"turnsPerMinute": 0},  # 0 is the platform default
+        {"turnsPerMinute": 100_000},
+        {"dailyTokenBudget": 1000, "turnsPerMinute": 11},
+    ],
+)
+@pytest.mark.parametrize("caller", ["admin", "hmac-admin"])
+async def test_a_tenant_admin_cannot_change_the_quotas(
+    mesh: InProcessMesh, change: dict[str, int], caller: str
+) -> None:
+    tenant = new_tenant()
+    clients = {"ops": {"secret": "o" * 40, "tenantId": tenant, "role": "tenant-admin"}}
+    async with public_api_over(mesh, hmac_clients=clients) as api:
+        who, base = roles(api, tenant), f"/v2/tenants/{tenant}"
+        created = await create_tenant(api, tenant, **QUOTAS)
+        body = json.dumps(CONFIG | {"adn": "Sin límites."} | change).encode()
+        headers = who["admin"] | {"Content-Type": "application/json"}
+        if caller == "hmac-admin":
+            signed = sign(b"o" * 40, body, method="PUT", target=base)
+            headers = {"X-Client-Id": "ops", "X-Signature": signed}
+            headers |= {"Content-Type": "application/json"}
+        refused = await api.client.put(base, headers=headers, content=body)
+        assert refused.status_code == 403, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["title"] == "Forbidden"
+        for name in change:
+            if change[name] != QUOTAS[name]:
+                assert name in refused.json()["detail"]
+        after = await api.client.get(base, headers=who["admin"])
+        assert after.json() == created, "nothing was written"
+
+
+async def test_a_platform_admin_changes_the_quotas(public_api: PublicApi) -> None:
+    tenant = new_tenant()
+    who, base = roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    await create_tenant(public_api, tenant, **QUOTAS)
+    raised = CONFIG | {"dailyTokenBudget": 5000, "turnsPerMinute": 60}
+    reply = await public_api.client.put(base, headers=who["platform"], json=raised)
+    assert reply.status_code == 200, reply.text
+    assert (reply.json()["dailyTokenBudget"], reply.json()["turnsPerMinute"]) == (5000, 60)
+    cleared = await public_api.client.put(base, headers=who["platform"], json=CONFIG)
+    assert (cleared.json()["dailyTokenBudget"], cleared.json()["turnsPerMinute"]) == (0, 0)
+
+
 async def test_an_unknown_tenant_is_404_and_no_token_401(public_api: PublicApi) -> None:
     who = roles(public_api, tenant="nowhere")
     unknown = await public_api.client.get("/v2/tenants/nowhere", headers=who["admin"])
@@ -296,6 +387,24 @@ async def test_an_invalid_configuration_is_400_naming_the_field(
     assert field in {error["field"] for error in reply.json()["errors"]}
     missing = await public_api.client.get(f"/v2/tenants/{TENANT}", headers=who["platform"])
     assert missing.status_code == 404  # nothing was stored
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("tenant_id", ("tenantId",)),
+        ("intents[3].action_types", ("intents", 3, "actionTypes")),
+        ("intents[0].examples[12]", ("intents", 0, "examples", 12)),
+        ('slot_prompts["order_id"].ask["es-CO"]', ("slotPrompts", "order_id", "ask", "es-CO")),
+        ('intents[1].reply_templates["a\\"b"]', ("intents", 1, "replyTemplates", 'a"b')),
+    ],
+)
+def test_the_shared_rules_name_fields_as_the_json_body_does(
+    path: str, location: tuple[str | int, ...]
+) -> None:
+    """The context service's rules (services/mesh/tenant_rules.py) name protobuf paths; the
+    gateway answers with the body's camelCase locations."""
+    assert convert.json_location(path) == location
 
 
 async def test_a_body_that_is_not_a_configuration_is_400(public_api: PublicApi) -> None:

@@ -1,14 +1,27 @@
 """End users over REST: consent (self-service or by the tenant's administrator), erasure, and a
 session's transcript; with every refusal (other users, roles, tenants, unknown ones, bad input)."""
 
+import json
+from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 
+from services.context.audit import user_reference
 from tests.gateway.test_tenants_api import create_tenant, new_tenant, roles
 from tests.support.public_api import PublicApi
 
 PROCESS = "/v2/agents/meta-agent/process"
+
+
+async def _audit(
+    api: PublicApi, base: str, who: dict[str, dict[str, str]], prefix: str = ""
+) -> list[dict[str, Any]]:
+    """The tenant's audit entries whose action starts with `prefix`."""
+    reply = await api.client.get(f"{base}/audit", headers=who["admin"])
+    assert reply.status_code == 200, reply.text
+    return [e for e in reply.json()["entries"] if e["action"].startswith(prefix)]
 
 
 async def _tenant(api: PublicApi) -> tuple[str, str, dict[str, dict[str, str]]]:
@@ -50,17 +63,25 @@ async def test_a_user_grants_reads_and_revokes_their_own_consent(public_api: Pub
     assert (both.json()["voiceRecording"], both.json()["dataLearning"]) == (True, True)
     assert both.json()["consentDate"] and both.json()["revokedDate"] is None
 
-    mixed = await public_api.client.put(
-        path, headers=who["user"], json={"dataLearning": False, "source": "web_form"}
-    )
+    mixed = await public_api.client.put(path, headers=who["user"], json={"dataLearning": False})
     assert (mixed.json()["voiceRecording"], mixed.json()["dataLearning"]) == (True, False)
     assert mixed.json()["revokedDate"]
     read = await public_api.client.get(path, headers=who["user"])
     assert read.json() == mixed.json()
 
+    tenant = base.rsplit("/", 1)[1]
+    entries = await _audit(public_api, base, who, "consent_")
+    assert [e["action"] for e in entries] == ["consent_granted", "consent_revoked"]
+    for entry in entries:  # the gateway, acting for the user themselves
+        assert entry["actor"] == "gateway"
+        assert entry["payload"]["byRole"] == "user"
+        assert entry["payload"]["byRef"] == entry["payload"]["userRef"]
+        assert entry["payload"]["userRef"] == user_reference(tenant, "ana")
+    assert "ana" not in json.dumps(entries)
+
 
 async def test_a_tenant_admin_manages_any_users_consent(public_api: PublicApi) -> None:
-    _, base, who = await _tenant(public_api)
+    tenant, base, who = await _tenant(public_api)
     path = f"{base}/users/caller%2B34600111222/consent"
     granted = await public_api.client.put(
         path, headers=who["admin"], json={"voiceRecording": True, "dataLearning": False}
@@ -68,13 +89,139 @@ async def test_a_tenant_admin_manages_any_users_consent(public_api: PublicApi) -
     assert granted.status_code == 200, granted.text
     assert granted.json()["userId"] == "caller+34600111222"
     assert (granted.json()["voiceRecording"], granted.json()["dataLearning"]) == (True, False)
-    audit = await public_api.client.get(f"{base}/audit", headers=who["admin"])
-    actions = [(e["action"], e["payload"]["kinds"]) for e in audit.json()["entries"]]
-    assert actions == [
-        ("consent_granted", ["voice_recording"]),
+    entries = await _audit(public_api, base, who, "consent_")
+    actions = [(e["action"], e["payload"]["kinds"]) for e in entries]
+    assert actions == [  # the revocation first: a failure between the two leaves less consent
         ("consent_revoked", ["data_learning"]),
+        ("consent_granted", ["voice_recording"]),
     ]
-    assert audit.json()["entries"][0]["payload"]["source"] == "admin_api"
+    assert entries[1]["payload"]["source"] == "admin_api"
+    for entry in entries:  # the gateway, acting for the administrator "boss"
+        assert entry["actor"] == "gateway"
+        assert entry["payload"]["byRole"] == "tenant-admin"
+        assert entry["payload"]["byRef"] == user_reference(tenant, "boss")
+    assert "boss" not in json.dumps(entries)
+
+
+async def test_a_users_own_grant_is_recorded_as_self_service(public_api: PublicApi) -> None:
+    _, base, who = await _tenant(public_api)
+    path = f"{base}/users/ana/consent"
+    for body in ({"voiceRecording": True}, {"dataLearning": True, "source": "self_service"}):
+        reply = await public_api.client.put(path, headers=who["user"], json=body)
+        assert reply.status_code == 200, reply.text
+    entries = await _audit(public_api, base, who, "consent_granted")
+    assert [e["payload"]["source"] for e in entries] == ["self_service", "self_service"]
+
+
+@pytest.mark.parametrize("source", ["admin_api", "ivr_prompt", "web_form"])
+@pytest.mark.parametrize("change", [True, False])
+async def test_a_user_cannot_choose_the_source_of_their_consent(
+    public_api: PublicApi, source: str, change: bool
+) -> None:
+    _, base, who = await _tenant(public_api)
+    path = f"{base}/users/ana/consent"
+    body = {"voiceRecording": change, "source": source}
+    reply = await public_api.client.put(path, headers=who["user"], json=body)
+    assert reply.status_code == 403, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert "self_service" in reply.json()["detail"]
+    assert await _audit(public_api, base, who, "consent_") == [], "nothing was recorded"
+    read = await public_api.client.get(path, headers=who["admin"])
+    assert read.json()["voiceRecording"] is False
+
+
+@pytest.mark.parametrize("role", ["admin", "platform"])
+async def test_an_administrator_chooses_the_source(public_api: PublicApi, role: str) -> None:
+    _, base, who = await _tenant(public_api)
+    reply = await public_api.client.put(
+        f"{base}/users/ana/consent",
+        headers=who[role],
+        json={"voiceRecording": True, "source": "ivr_prompt"},
+    )
+    assert reply.status_code == 200, reply.text
+    [entry] = await _audit(public_api, base, who, "consent_granted")
+    assert entry["payload"]["source"] == "ivr_prompt"
+
+
+class FailingGrants:
+    """The app's context client logging the consent calls, in order, with GrantConsent failing
+    (UNAVAILABLE) once `fail` is set."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.calls: list[str] = []
+        self.fail = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def RevokeConsent(self, request: Any, **kwargs: Any) -> Any:
+        self.calls.append("revoke")
+        return await self._context.RevokeConsent(request, **kwargs)
+
+    async def GrantConsent(self, request: Any, **kwargs: Any) -> Any:
+        self.calls.append("grant")
+        if not self.fail:
+            return await self._context.GrantConsent(request, **kwargs)
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details="context store down",
+        )
+
+
+class ClientsWith:
+    """The app's gRPC clients with another context client."""
+
+    def __init__(self, clients: Any, context: Any) -> None:
+        self._clients = clients
+        self.context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._clients, name)
+
+
+@pytest.fixture
+def failing_grants(public_api: PublicApi) -> Iterator[FailingGrants]:
+    clients = public_api.app.state.clients
+    failing = FailingGrants(clients.context)
+    public_api.app.state.clients = ClientsWith(clients, failing)
+    yield failing
+    public_api.app.state.clients = clients  # (monkeypatch cannot restore a Starlette State)
+
+
+async def test_a_grant_failing_after_the_revocation_leaves_less_consent_not_more(
+    public_api: PublicApi, failing_grants: FailingGrants
+) -> None:
+    """No RPC changes both kinds at once: the revocation goes first, so the half-applied state
+    is the safe one, and the same request sent again completes it."""
+    _, base, who = await _tenant(public_api)
+    path = f"{base}/users/ana/consent"
+    before = await public_api.client.put(path, headers=who["admin"], json={"dataLearning": True})
+    assert before.json()["dataLearning"] is True
+    failing_grants.calls.clear()
+    failing_grants.fail = True
+    reply = await public_api.client.put(
+        path, headers=who["admin"], json={"voiceRecording": True, "dataLearning": False}
+    )
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert failing_grants.calls == ["revoke", "grant"]
+    read = await public_api.client.get(path, headers=who["admin"])
+    assert (read.json()["voiceRecording"], read.json()["dataLearning"]) == (False, False)
+
+
+async def test_a_failing_grant_alone_changes_nothing(
+    public_api: PublicApi, failing_grants: FailingGrants
+) -> None:
+    _, base, who = await _tenant(public_api)
+    path = f"{base}/users/ana/consent"
+    failing_grants.fail = True
+    reply = await public_api.client.put(path, headers=who["user"], json={"voiceRecording": True})
+    assert reply.status_code == 503, reply.text
+    assert failing_grants.calls == ["grant"]
+    assert await _audit(public_api, base, who, "consent_") == []
 
 
 @pytest.mark.parametrize(
@@ -177,8 +324,18 @@ async def test_erasure_removes_the_users_sessions_turns_and_consent(
     audit = await public_api.client.get(
         f"{base}/audit", headers=who["admin"], params={"action": "user_erased"}
     )
-    first = audit.json()["entries"][0]["payload"]
-    assert first == {"userRef": first["userRef"], "sessions": 2, "turns": 4, "consent": True}
+    first, second = audit.json()["entries"]
+    assert first["actor"] == second["actor"] == "gateway"
+    assert first["payload"] == {
+        "userRef": user_reference(tenant, "ana"),
+        "sessions": 2,
+        "turns": 4,
+        "consent": True,
+        "replies": 2,  # both chats' stored replies, which would have replayed ana's text
+        "byRole": "tenant-admin",
+        "byRef": user_reference(tenant, "boss"),
+    }
+    assert second["payload"]["replies"] == 0
 
 
 @pytest.mark.parametrize("role", ["user", "agent", "stranger"])

@@ -8,6 +8,7 @@ from datetime import date, datetime
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from redis import asyncio as redis_asyncio
 
 from services.llm.limits import (
@@ -88,8 +89,11 @@ async def test_the_rate_limit_refuses_with_the_time_left_in_the_minute(
     limits = make_limits(clock)
     await limits.admit(tenant, 2, 0, 10)
     await limits.admit(tenant, 2, 0, 10)
+    before = REGISTRY.get_sample_value("meta_agent_rate_limited_total", {"scope": "llm_requests"})
     error = await refused(limits.admit(tenant, 2, 0, 10))
     assert error.reason == "RATE_LIMITED"
+    after = REGISTRY.get_sample_value("meta_agent_rate_limited_total", {"scope": "llm_requests"})
+    assert (after or 0) - (before or 0) == 1
     assert error.retry_after is not None and 0 < error.retry_after <= 60
 
 

@@ -7,7 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from services.mesh.counters import RateCounters, open_counters
+from services.mesh.counters import (
+    SWEEP_ABOVE,
+    SWEEP_EVERY,
+    MemoryCounters,
+    RateCounters,
+    open_counters,
+)
 from services.mesh.errors import MeshError
 from tests.support.ports import free_port
 
@@ -52,6 +58,52 @@ async def test_concurrent_hits_never_pass_the_limit(counters: RateCounters, key:
 async def test_keys_are_counted_apart(counters: RateCounters, key: str) -> None:
     assert (await counters.hit(key, limit=1, window=60)).allowed
     assert (await counters.hit(f"{key}-other", limit=1, window=60)).allowed
+
+
+async def test_a_hit_of_cost_zero_reads_the_window_without_counting(
+    counters: RateCounters, key: str
+) -> None:
+    empty = await counters.hit(key, limit=2, window=60, cost=0)
+    assert (empty.allowed, empty.used) == (True, 0)
+    for _ in range(2):
+        await counters.hit(key, limit=2, window=60)
+    full = await counters.hit(key, limit=2, window=60, cost=0)
+    assert full.used >= 2, "used >= limit: the next hit would be refused"
+    assert 0 < full.retry_after <= 60
+    assert not (await counters.hit(key, limit=2, window=60)).allowed
+    assert (await counters.hit(key, limit=2, window=60, cost=0)).used == 2
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_counters_forget_expired_windows() -> None:
+    clock = Clock()
+    counters = MemoryCounters(clock)
+    for n in range(10 * SWEEP_ABOVE):  # one window per subject, each used once, ~600 open
+        assert (await counters.hit(f"gateway:client:t:bearer:user-{n}", 5, 60)).allowed
+        clock.now += 0.1
+    assert len(counters) <= SWEEP_ABOVE + 1, "full of windows long expired"
+    clock.now += 61  # every window has ended
+    for _ in range(SWEEP_EVERY):
+        await counters.hit("gateway:tenant:t", 10**6, 60)
+    assert len(counters) == 1
+    assert (await counters.hit("gateway:tenant:t", 10**6, 60)).used == SWEEP_EVERY + 1
+
+
+async def test_memory_counters_keep_the_windows_still_open() -> None:
+    clock = Clock()
+    counters = MemoryCounters(clock)
+    for n in range(SWEEP_ABOVE + 10):
+        await counters.hit(f"k{n}", 1, 3600)
+    assert len(counters) == SWEEP_ABOVE + 10  # nothing expired, nothing dropped
+    for n in range(SWEEP_ABOVE + 10):
+        assert not (await counters.hit(f"k{n}", 1, 3600)).allowed, "a window was forgotten"
 
 
 async def test_redis_down_is_unavailable_not_unlimited() -> None:

@@ -25,6 +25,8 @@ def test_personal_data_is_replaced(text: str, expected: str) -> None:
         "precio 189.99 EUR, pedido del 2024-11-03, quedan 12 unidades",
         "tallas 38 a 46, envío en 2 a 4 días, referencia KB6-2024",
         "version 1.2.3 released",
+        "pedido corr-123456789012, referencia SKU-4111111111111111",
+        "servidor 10.244.12.123 puerto 50051",
     ],
 )
 def test_prices_dates_and_sizes_are_kept(text: str) -> None:

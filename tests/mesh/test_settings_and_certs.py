@@ -53,6 +53,8 @@ def test_production_starts_with_real_secrets_audience_and_issuer(
         GatewaySettings()
     monkeypatch.setenv("JWT_AUDIENCE", "metaagent-gateway")
     monkeypatch.setenv("JWT_ISSUER", "https://login.example/tenant")
+    monkeypatch.setenv("GATEWAY_REPLAY_CACHE_URL", "redis://redis:6379/0")
+    monkeypatch.setenv("GATEWAY_RATE_LIMIT_URL", "redis://redis:6379/1")
     assert GatewaySettings().production
 
 

@@ -221,6 +221,39 @@ async def test_a_retried_human_reply_is_stored_once(gateway: MeshClients) -> Non
     assert roles == [USER, AGENT, HUMAN]
 
 
+async def test_a_different_reply_under_a_used_correlation_id_is_refused(
+    gateway: MeshClients,
+) -> None:
+    """Another agent, text or set of actions under a correlation id a reply already used is
+    ALREADY_EXISTS, never acknowledged with the first reply; the same reply again (actions
+    included) still returns the stored turn."""
+    await _turn(gateway, "s-reuse", "No me ha llegado el pedido 12345", "corr-u-1")
+    link = _action("payment_link", amount=9.5, currency="EUR", email="ana@example.com")
+    fields = {
+        "session_id": "s-reuse",
+        "agent_id": "agent-ana",
+        "text": "Te envío el enlace.",
+        "actions": [link],
+    }
+    first = (await _reply(gateway, "corr-u-human", **fields)).turn
+    other = _action("payment_link", amount=99.0, currency="EUR", email="ana@example.com")
+    for change in ({"agent_id": "agent-bob"}, {"text": "Te reembolso todo."}, {"actions": [other]}):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _reply(gateway, "corr-u-human", **(fields | change))
+        error = _error(info)
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.ALREADY_EXISTS,
+            "IDEMPOTENCY_KEY_REUSED",
+        ), change
+        assert "Te reembolso" not in error.message and "agent-" not in error.message
+    again = (await _reply(gateway, "corr-u-human", **fields)).turn
+    assert (again.turn_id, again.text) == (first.turn_id, first.text), "the same reply: idempotent"
+    humans = [t for t in (await _session(gateway, "s-reuse")).transcript if t.role == HUMAN]
+    assert [(t.text, t.metadata.human_agent_id) for t in humans] == [
+        ("Te envío el enlace.", "agent-ana")
+    ]
+
+
 async def test_a_humans_action_is_validated_stored_and_published(
     gateway: MeshClients,
 ) -> None:

@@ -266,6 +266,30 @@ async def test_a_misconfigured_bus_spends_no_attempts(clients: MeshClients) -> N
     assert [m.attempts for m in (await pending(clients)).values()] == [0, 0]
 
 
+async def test_each_sweep_reports_the_backlog_and_the_age_of_its_oldest_message(
+    clients: MeshClients,
+) -> None:
+    def gauge(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    down = OutboxRelay(clients, ScriptedBus(BusUnavailable("broker down")))
+    await down.run_once()
+    assert (
+        gauge("meta_agent_outbox_backlog") == 0 and gauge("meta_agent_outbox_oldest_seconds") == 0
+    )
+    await commit_turn(clients, "demo", "s-lag-1", "corr-lag-1", CHECKOUT)
+    await commit_turn(clients, "acme", "s-lag-2", "corr-lag-2", ESCALATION)
+    await asyncio.sleep(0.3)
+    await down.run_once()
+    assert gauge("meta_agent_outbox_backlog") == 4, "every tenant's pending actions"
+    assert 0.3 <= gauge("meta_agent_outbox_oldest_seconds") < 30
+    bus = LocalBus()
+    await _sweep_until_empty(OutboxRelay(clients, bus))
+    assert (
+        gauge("meta_agent_outbox_backlog") == 0 and gauge("meta_agent_outbox_oldest_seconds") == 0
+    )
+
+
 async def test_a_message_the_broker_refuses_fails_alone(clients: MeshClients) -> None:
     order, link = await commit_turn(clients, "demo", "s-big", "corr-big", CHECKOUT)
     ticket, handoff = await commit_turn(clients, "demo", "s-big", "corr-big-2", ESCALATION)

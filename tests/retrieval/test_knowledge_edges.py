@@ -123,3 +123,18 @@ def test_a_refusal_by_mongodb_is_not_worth_retrying() -> None:
     with pytest.raises(MeshError) as down, _driver_errors():
         raise AutoReconnect("connection reset")
     assert down.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_tenant_deleting_a_document_it_does_not_have_is_not_found() -> None:
+    """A global document of the same id neither counts nor is touched."""
+    knowledge = _knowledge()
+    await knowledge.upsert_global([pb.Document(doc_id="faq", text="Envíos en 48 horas")])
+    await knowledge.upsert("acme", [pb.Document(doc_id="faq", text="Abrimos a las 9")])
+    assert await knowledge.delete("acme", "faq") == 1
+    with pytest.raises(MeshError) as again:
+        await knowledge.delete("acme", "faq")
+    assert (again.value.code, again.value.reason) == (
+        grpc.StatusCode.NOT_FOUND,
+        "DOCUMENT_NOT_FOUND",
+    )
+    assert await knowledge._store.get(GLOBAL_PARTITION, "faq#0") is not None

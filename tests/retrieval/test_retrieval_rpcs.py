@@ -12,8 +12,8 @@ from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
-from services.mesh.errors import MeshError
 from services.mesh.settings import MeshSettings
+from tests.support.calls import refusal
 from tests.support.retrieval_service import retrieval_service
 
 KOBE_QUERY = "zapatilla Kobe Grinch"
@@ -21,12 +21,6 @@ KOBE_QUERY = "zapatilla Kobe Grinch"
 
 def _as(tenant: str) -> correlation.CallContext:
     return correlation.CallContext(correlation_id="corr-retrieval", tenant_id=tenant)
-
-
-async def _refusal(call: object) -> MeshError:
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await call  # type: ignore[misc]
-    return MeshError.from_rpc_error(refused.value)
 
 
 async def _doc_ids(gateway: MeshClients, tenant: str, query: str, **options: object) -> list[str]:
@@ -69,19 +63,19 @@ async def test_an_unknown_tenant_is_not_found_and_gets_nothing_indexed(
 ) -> None:
     document = pb.Document(doc_id="faq", text="Horario de 9 a 18")
     with correlation.bound(_as("ghost")):
-        upsert = await _refusal(
+        upsert = await refusal(
             gateway.retrieval.UpsertDocuments(pb.UpsertDocumentsRequest(documents=[document]))
         )
-        search = await _refusal(gateway.retrieval.Search(pb.SearchRequest(query="horario")))
-        delete = await _refusal(
+        search = await refusal(gateway.retrieval.Search(pb.SearchRequest(query="horario")))
+        delete = await refusal(
             gateway.retrieval.DeleteDocument(pb.DeleteDocumentRequest(doc_id="faq"))
         )
-    for refusal in (upsert, search, delete):
-        assert refusal.code == grpc.StatusCode.NOT_FOUND
-        assert refusal.reason == "TENANT_NOT_FOUND"
-        assert "ghost" in refusal.message
+    for refused in (upsert, search, delete):
+        assert refused.code == grpc.StatusCode.NOT_FOUND
+        assert refused.reason == "TENANT_NOT_FOUND"
+        assert "ghost" in refused.message
     with correlation.bound(_as("ghost")):
-        bulk = await _refusal(gateway.retrieval.BulkIngest(_stream([document])))
+        bulk = await refusal(gateway.retrieval.BulkIngest(_stream([document])))
     assert bulk.code == grpc.StatusCode.NOT_FOUND
 
 
@@ -112,13 +106,13 @@ async def test_oversized_and_empty_documents_are_refused_and_the_batch_is_not_st
     empty = pb.Document(doc_id="empty", text="   ")
     ten_megabytes = pb.Document(doc_id="huge", text="x" * (10 * 1024 * 1024))
     with correlation.bound(_as("acme")):
-        long_refusal = await _refusal(
+        long_refusal = await refusal(
             gateway.retrieval.UpsertDocuments(pb.UpsertDocumentsRequest(documents=[good, too_long]))
         )
-        empty_refusal = await _refusal(
+        empty_refusal = await refusal(
             gateway.retrieval.UpsertDocuments(pb.UpsertDocumentsRequest(documents=[good, empty]))
         )
-        huge_refusal = await _refusal(
+        huge_refusal = await refusal(
             gateway.retrieval.UpsertDocuments(
                 pb.UpsertDocumentsRequest(documents=[good, ten_megabytes])
             )
@@ -175,7 +169,7 @@ async def test_global_documents_are_scrubbed_and_reach_tenants_only_when_asked(
             stored = await gateway.retrieval.UpsertGlobalDocuments(
                 pb.UpsertGlobalDocumentsRequest(documents=[policy])
             )
-            refused = await _refusal(
+            refused = await refusal(
                 orchestrator.retrieval.UpsertGlobalDocuments(
                     pb.UpsertGlobalDocumentsRequest(documents=[policy])
                 )
@@ -193,7 +187,7 @@ async def test_global_documents_are_scrubbed_and_reach_tenants_only_when_asked(
             assert "dpo@example.com" not in hit.document.text
             assert "[email]" in hit.document.text and "[phone]" in hit.document.text
         with correlation.bound(_as("acme")):
-            tenant_attempt = await _refusal(
+            tenant_attempt = await refusal(
                 gateway.retrieval.UpsertDocuments(
                     pb.UpsertDocumentsRequest(
                         documents=[
@@ -211,3 +205,29 @@ async def test_global_documents_are_scrubbed_and_reach_tenants_only_when_asked(
         assert await _doc_ids(gateway, "demo", "política de privacidad", include_global=True) == []
     finally:
         await orchestrator.close()
+
+
+async def test_deleting_a_document_the_tenant_does_not_have_is_not_found(
+    gateway: MeshClients,
+) -> None:
+    """Not "0 chunks deleted": an unknown id, another tenant's document and a second delete
+    are NOT_FOUND (DOCUMENT_NOT_FOUND), and the other tenant's document stays."""
+    hours = pb.Document(doc_id="hours", text="Abrimos de lunes a sábado de 9 a 18")
+    with correlation.bound(_as("acme")):
+        await gateway.retrieval.UpsertDocuments(pb.UpsertDocumentsRequest(documents=[hours]))
+    with correlation.bound(_as("demo")):
+        others = await refusal(
+            gateway.retrieval.DeleteDocument(pb.DeleteDocumentRequest(doc_id="hours"))
+        )
+        unknown = await refusal(
+            gateway.retrieval.DeleteDocument(pb.DeleteDocumentRequest(doc_id="no-such-doc"))
+        )
+    with correlation.bound(_as("acme")):
+        deleted = await gateway.retrieval.DeleteDocument(pb.DeleteDocumentRequest(doc_id="hours"))
+        twice = await refusal(
+            gateway.retrieval.DeleteDocument(pb.DeleteDocumentRequest(doc_id="hours"))
+        )
+    assert deleted.deleted_chunks == 1
+    for refused in (others, unknown, twice):
+        assert (refused.code, refused.reason) == (grpc.StatusCode.NOT_FOUND, "DOCUMENT_NOT_FOUND")
+    assert "'hours'" in twice.message

@@ -112,6 +112,8 @@ async def test_delete_removes_every_chunk_of_a_document() -> None:
     knowledge, _, _ = _knowledge()
     await knowledge.upsert("demo", demo_documents())
     assert await knowledge.delete("demo", "faq-returns") == 1
-    assert await knowledge.delete("acme", "faq-shipping") == 0
+    with pytest.raises(MeshError) as missing:
+        await knowledge.delete("acme", "faq-shipping")  # another tenant's document
+    assert missing.value.reason == "DOCUMENT_NOT_FOUND"
     hits = await knowledge.search("demo", "devolver zapatilla reembolso", 5, 0.01, False)
     assert "faq-returns" not in {h.document.doc_id for h in hits}

@@ -312,7 +312,9 @@ class OpenAIEmbedder:
             status,
             body.get("code"),
             param,
-            detail,
+            detail
+            if status not in (400, 413, 422) or param in _CONFIGURATION_PARAMS
+            else "(withheld: a refused input may be quoted)",
         )
         if status in (401, 403):
             return unavailable(
