@@ -19,7 +19,7 @@ from services.context.cache import MemoryCache, SessionCache
 from services.context.coordination import open_coordination
 from services.context.sessions import ContextBook, cache_key
 from services.context.store import SessionStore, open_store
-from tests.support.postgres import create_test_database, drop_test_database
+from tools.throwaway_postgres import create_test_database, drop_test_database
 
 WARMUP, ROUNDS = 100, 2000
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")

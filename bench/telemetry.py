@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.turns import MESH_PATH, embedded_mesh, measure
 from services.mesh import tracing
 from services.mesh.settings import MeshSettings
-from tests.support.telemetry_sinks import telemetry_sink
+from tools.telemetry_sink import telemetry_sink
 
 ROUNDS, WARMUP, TURNS, CONCURRENCY = 5, 60, 400, 4
 GOAL = 0.10

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, Valid
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.models import ID_PATTERN, TENANT_PATTERN, CamelModel, FreeForm
-from services.orchestrator.actions.registry import REGISTRY
+from services.mesh.tenant_rules import KNOWN_ACTION_TYPES, SLOT_NAMES
 
 LANGUAGE_PATTERN: Final = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8}){0,3}$"
 NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
@@ -25,10 +25,9 @@ USER_PATTERN: Final = r"^[^\x00-\x1f\x7f]{1,128}$"
 PAGE_CURSOR_PATTERN: Final = r"^[A-Za-z0-9_-]{1,18}$"
 """A page token from a previous page (the context service's fit in 18 characters)."""
 
-SLOT_NAMES: Final = ("product", "quantity", "size", "address", "email", "phone", "order_id")
-"""The slots an intent may require (tenant.proto, Intent.required_slots)."""
-ACTION_TYPES: Final = tuple(sorted(REGISTRY))
-"""The action types the platform knows (the orchestrator's action registry)."""
+ACTION_TYPES: Final = tuple(sorted(KNOWN_ACTION_TYPES))
+"""The action types the platform knows (services/mesh/tenant_rules.py, kept equal to the
+orchestrator's action registry by a test: the gateway imports no service's code)."""
 MAX_DOCUMENTS: Final = 100
 """Documents per JSON ingestion: one all-or-nothing UpsertDocuments batch."""
 
@@ -43,7 +42,7 @@ Tag = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 def _known_action(value: str) -> str:
-    if value not in REGISTRY:
+    if value not in KNOWN_ACTION_TYPES:
         raise PydanticCustomError(
             "unknown_action_type", "unknown action type; known: {known}", {"known": ACTION_TYPES}
         )

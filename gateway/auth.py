@@ -11,6 +11,7 @@ directory so that `metaagent token` and the local gateway agree with no configur
 production without `JWT_SECRET` (allowed only with `JWT_JWKS_URL`), HS256 tokens are refused.
 """
 
+import math
 import os
 import secrets
 import time
@@ -161,15 +162,77 @@ async def _verification_key(
     return found.key, algorithm
 
 
+class VerifiedTokens:
+    """HS256 tokens already verified, with their principal: verifying one again gives the same
+    principal while its time claims hold (`iat` and `nbf` reached, `exp` not passed, with the
+    leeway), since every other check depends only on the token, the key and the settings, and
+    a verification costs more than the rest of the gateway's work on a turn. A held token is
+    used only a second inside that window; near its edges, and for any token not held (every
+    refused one among them), the token is verified in full. JWKS tokens are never held (their
+    keys rotate). Bounded: the oldest token goes first."""
+
+    MARGIN_SECONDS: Final = 1.0
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._limit = limit
+        self._held: dict[str, tuple[bytes, tuple[Any, ...], Principal, float, float]] = {}
+
+    @staticmethod
+    def _checks(settings: GatewaySettings) -> tuple[Any, ...]:
+        """The settings a verification depends on (settings can be changed in place)."""
+        return (
+            settings.jwt_audience,
+            settings.jwt_issuer,
+            settings.jwt_leeway_seconds,
+            settings.jwt_max_lifetime_seconds,
+        )
+
+    def get(self, token: str, key: bytes, settings: GatewaySettings) -> Principal | None:
+        held = self._held.get(token)
+        if held is None or held[0] != key or held[1] != self._checks(settings):
+            return None
+        now = time.time()
+        if held[3] + self.MARGIN_SECONDS <= now < held[4] - self.MARGIN_SECONDS:
+            return held[2]
+        del self._held[token]  # about to be verified in full
+        return None
+
+    def put(
+        self,
+        token: str,
+        key: bytes,
+        settings: GatewaySettings,
+        principal: Principal,
+        claims: dict[str, Any],
+    ) -> None:
+        leeway = settings.jwt_leeway_seconds
+        starts = max(int(claims["iat"]), int(claims["nbf"]) if "nbf" in claims else -math.inf)
+        if len(self._held) >= self._limit:
+            del self._held[next(iter(self._held))]
+        self._held[token] = (
+            key,
+            self._checks(settings),
+            principal,
+            starts - leeway,
+            int(claims["exp"]) + leeway,
+        )
+
+
 async def authenticate(
     authorization: str | None,
     settings: GatewaySettings,
     hs_key: bytes | None,
     jwks: JwksKeys | None = None,
+    verified: VerifiedTokens | None = None,
 ) -> Principal:
     """The principal of a `Bearer` token; AuthError(401) for anything that does not verify,
-    503 when its JWKS cannot be fetched and no key is held."""
+    503 when its JWKS cannot be fetched and no key is held. `verified`: the HS256 tokens this
+    gateway has verified, consulted and filled (see VerifiedTokens)."""
     token = _bearer_token(authorization)
+    if verified is not None and hs_key is not None:
+        held = verified.get(token, hs_key, settings)
+        if held is not None:
+            return held
     key, algorithm = await _verification_key(token, hs_key, jwks)
     required = ["exp", "iat", "sub"]
     required += ["aud"] if settings.jwt_audience else []
@@ -193,6 +256,9 @@ async def authenticate(
     known_role = isinstance(role, str) and role in ROLES
     if not isinstance(tenant_id, str) or not tenant_id or not known_role:
         raise AuthError(401, "Unauthorized", "the token lacks a tenantId or has an unknown role")
-    return Principal(
+    principal = Principal(
         subject=str(claims["sub"]), tenant_id=tenant_id, role=role, expires_at=float(claims["exp"])
     )
+    if verified is not None and algorithm == "HS256":
+        verified.put(token, key, settings, principal, claims)
+    return principal

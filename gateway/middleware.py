@@ -70,7 +70,7 @@ class CorrelationMiddleware:
             elapsed = time.perf_counter() - started
             tenant_id, session_id = state.get("tenant_id", ""), state.get("session_id", "")
             route = getattr(scope.get("route"), "path", UNMATCHED)
-            metrics.REQUEST_DURATION.labels(
+            metrics.request_duration(
                 scope["method"], route, str(status), metrics.tenant_label(tenant_id)
             ).observe(elapsed)
             call = correlation.CallContext(

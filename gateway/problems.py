@@ -23,8 +23,10 @@ from starlette.exceptions import HTTPException
 
 from gateway.admin_models import Problem
 from gateway.auth import AuthError
+from gateway.preconditions import strong_etag
 from gateway.requests import PayloadTooLarge
 from services.mesh.errors import MeshError
+from services.mesh.tenant_rules import TENANT_REVISION_MISMATCH
 
 log = logging.getLogger("metaagent.gateway")
 PROBLEM_JSON = "application/problem+json"
@@ -44,6 +46,11 @@ HTTP_STATUS_FOR_GRPC = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+HTTP_STATUS_FOR_REASON = {
+    (grpc.StatusCode.FAILED_PRECONDITION, TENANT_REVISION_MISMATCH): 412,
+}
+"""Refusals whose reason says more than their code: a write conditioned on a revision the
+resource no longer has is 412 Precondition Failed (its `currentRevision` is the ETag)."""
 
 COMPONENTS: Final = "#/components/schemas/"
 PROBLEM_DESCRIPTION: Final = "An RFC 9457 problem"
@@ -102,17 +109,22 @@ def problem(
 
 def from_mesh_error(error: MeshError, correlation_id: str) -> JSONResponse:
     """The problem a downstream gRPC failure becomes; 5xx never echo internal details."""
-    status = HTTP_STATUS_FOR_GRPC.get(error.code, 500)
+    status = HTTP_STATUS_FOR_REASON.get((error.code, error.reason))
+    title = title_of(status) if status else error.code.name.replace("_", " ").title()
+    status = status or HTTP_STATUS_FOR_GRPC.get(error.code, 500)
     extra: dict[str, Any] = {"reason": error.reason}
     if error.violations:
         extra["errors"] = [{"field": v.field, "detail": v.description} for v in error.violations]
     headers = {}
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after)))
+    current = error.metadata.get("currentRevision", "")
+    if status == 412 and current.isascii() and current.isdigit() and int(current) > 0:
+        headers["ETag"] = strong_etag(int(current))
     detail = error.message if status < 500 or status in (503, 504) else "internal error"
     return problem(
         status,
-        error.code.name.replace("_", " ").title(),
+        title,
         detail,
         correlation_id=correlation_id,
         extra=extra,
@@ -174,6 +186,12 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(grpc.aio.AioRpcError)
     async def _downstream(request: Request, error: grpc.aio.AioRpcError) -> JSONResponse:
         return from_mesh_error(MeshError.from_dependency(error), _cid(request))
+
+    @app.exception_handler(MeshError)
+    async def _refused(request: Request, error: MeshError) -> JSONResponse:
+        """A refusal the gateway decided itself in the mesh's terms (e.g. an If-Match that
+        names another revision): mapped as a downstream one would be."""
+        return from_mesh_error(error, _cid(request))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, error: HTTPException) -> JSONResponse:

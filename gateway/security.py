@@ -12,13 +12,13 @@ opened on first use (or by `open_security` in the app's lifespan) and closed by
 `close_security`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.types import ASGIApp
 
-from gateway.auth import AuthError, Principal, authenticate, hs256_key
+from gateway.auth import AuthError, Principal, VerifiedTokens, authenticate, hs256_key
 from gateway.jwks import JwksKeys, open_jwks
 from gateway.ratelimit import RateLimiter
 from gateway.replay import ReplayCache, open_replay_cache
@@ -33,6 +33,7 @@ class Security:
     jwks: JwksKeys | None
     replay: ReplayCache
     limiter: RateLimiter
+    verified: VerifiedTokens = field(default_factory=VerifiedTokens)
 
     async def close(self) -> None:
         if self.jwks is not None:
@@ -69,7 +70,9 @@ async def authenticate_bearer(app: ASGIApp, authorization: str | None) -> Princi
     """The principal of an `Authorization: Bearer …` value; AuthError (401, 503) otherwise."""
     settings: GatewaySettings = app.state.settings  # type: ignore[attr-defined]
     security = open_security(app)
-    return await authenticate(authorization, settings, security.hs_key, security.jwks)
+    return await authenticate(
+        authorization, settings, security.hs_key, security.jwks, security.verified
+    )
 
 
 async def current_principal(request: Request) -> Principal:

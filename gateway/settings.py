@@ -64,9 +64,9 @@ class GatewaySettings(MeshSettings):
     rate_limit_signature_failures_per_minute: int = Field(
         30, ge=0, validation_alias="GATEWAY_RATE_LIMIT_SIGNATURE_FAILURES_PER_MINUTE"
     )
-    """Failed signatures (a mismatch or a replay) one HMAC client id may send per minute; past
-    it, that client's signed requests are refused (429) before their body is read (0: no
-    limit)."""
+    """Failed signatures (a mismatch or a replay) one HMAC client id may send per minute from
+    one network address; past it, that client's signed requests from that address are refused
+    (429) before their body is read (0: no limit)."""
     max_body_bytes: int = Field(64 * 1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
     max_text_chars: int = Field(4000, validation_alias="GATEWAY_MAX_TEXT_CHARS")
     process_timeout_seconds: float = Field(15.0, validation_alias="GATEWAY_PROCESS_TIMEOUT_SECONDS")

@@ -20,12 +20,13 @@ request authenticates as that client: Principal(subject=client id, credential="h
 
 Checks, in order (every refusal a 401 unless noted): both headers well formed, a known client,
 `t` within `HMAC_TOLERANCE_SECONDS` of now (either side), a v2 element when v2 is required, the
-client's failed signatures within their limit (429 otherwise, before the body is read), the
-body read under the limit of the route the request is for (413; gateway/requests.py), the
-signature compared in constant time, then the replay cache: a signature is accepted once while
-its timestamp is within tolerance (a replay is 401; a cache that cannot answer is 503, fail
-closed). A signature that does not match and a replay each count as a failed signature of the
-client (`GATEWAY_RATE_LIMIT_SIGNATURE_FAILURES_PER_MINUTE`, gateway/ratelimit.py).
+client's failed signatures from the caller's address within their limit (429 otherwise, before
+the body is read), the body read under the limit of the route the request is for (413;
+gateway/requests.py), the signature compared in constant time, then the replay cache: a
+signature is accepted once while its timestamp is within tolerance (a replay is 401; a cache
+that cannot answer is 503, fail closed). A signature that does not match and a replay each
+count as a failed signature of the client from that address
+(`GATEWAY_RATE_LIMIT_SIGNATURE_FAILURES_PER_MINUTE`, gateway/ratelimit.py).
 """
 
 import hashlib
@@ -39,7 +40,7 @@ from typing import Final
 from fastapi import Request
 
 from gateway.auth import AuthError, Principal
-from gateway.ratelimit import RateLimiter
+from gateway.ratelimit import RateLimiter, caller_address
 from gateway.replay import ReplayCache, ReplayCacheUnavailable
 from gateway.requests import read_body
 from gateway.settings import GatewaySettings
@@ -169,8 +170,9 @@ async def authenticate_signature(
         raise _refuse(f"the signature's timestamp is more than {tolerance} s from now")
     if signed.v2 is None and settings.hmac_require_v2:
         raise _refuse("this gateway requires a v2 signature (method, path and body signed)")
+    address = caller_address(request)
     if limiter is not None:
-        await limiter.check_signature_failures(client.tenant_id, client_id)
+        await limiter.limit_signature_failures(client.tenant_id, client_id, address, failed=False)
     body = await read_body(request)
     if signed.v2 is not None:
         expected = signature_v2(
@@ -181,7 +183,7 @@ async def authenticate_signature(
         expected = signature(client.secret, signed.timestamp, body)
         given, mismatch = signed.v1 or "", "the signature does not match the body"
     if not hmac.compare_digest(expected, given):
-        await _failed(limiter, client)
+        await _failed(limiter, client, address)
         raise _refuse(mismatch)
     ttl = max(1, int(signed.timestamp + tolerance - now) + 1)
     try:
@@ -200,7 +202,7 @@ async def authenticate_signature(
             headers={"Retry-After": "1"},
         ) from None
     if not first:
-        await _failed(limiter, client)
+        await _failed(limiter, client, address)
         raise _refuse("the signature was already used")
     return Principal(client_id, client.tenant_id, client.role, credential="hmac")
 
@@ -215,7 +217,10 @@ def _v1_matches(signed: SignatureHeader, client: HmacClient, body: bytes) -> boo
     return signed.v1 is not None and hmac.compare_digest(expected, signed.v1)
 
 
-async def _failed(limiter: RateLimiter | None, client: HmacClient) -> None:
-    """Count a failed signature of `client` (AuthError 429 when past its limit)."""
+async def _failed(limiter: RateLimiter | None, client: HmacClient, address: str) -> None:
+    """Count a failed signature of `client` from `address` (AuthError 429 when past its
+    limit)."""
     if limiter is not None:
-        await limiter.count_signature_failure(client.tenant_id, client.client_id)
+        await limiter.limit_signature_failures(
+            client.tenant_id, client.client_id, address, failed=True
+        )

@@ -7,6 +7,7 @@ from services.context.consents import ConsentBook
 from services.context.coordination import open_coordination
 from services.context.demo import DEMO_TENANT_ID, demo_tenant
 from services.context.guards import TurnGuards
+from services.context.handoffs import HandoffDesk
 from services.context.migrations.runner import migrate_postgres
 from services.context.servicer import ContextServicer
 from services.context.sessions import ContextBook
@@ -43,7 +44,13 @@ def build_server(settings: ContextSettings) -> MeshServer:
             ServiceBinding(
                 context_service_pb2.DESCRIPTOR.services_by_name["ContextService"],
                 context_service_pb2_grpc.add_ContextServiceServicer_to_server,
-                ContextServicer(book, guards, audit, ConsentBook(store, coordination.cache, audit)),
+                ContextServicer(
+                    book,
+                    guards,
+                    audit,
+                    ConsentBook(store, coordination.cache, audit),
+                    HandoffDesk(store),
+                ),
             )
         ],
         readiness=[open_and_seed],

@@ -152,9 +152,10 @@ class ConsentBook:
         actor: Actor = NO_ACTOR,
         replies: StoredReplies | None = None,
     ) -> Erasure:
-        """Delete the user's sessions, turns, entities and consent; drop them from the cache,
-        and (with `replies`) the stored replies of their turns, which hold the customer's text
-        and the agent's answer until the dedup window ends.
+        """Delete the user's sessions, turns, entities, queued hand-overs and consent; drop
+        them from the cache, and (with `replies`) the stored replies of their turns, which hold
+        the customer's text and the agent's answer until the dedup window ends. The audit entry
+        counts the hand-overs (`handoffs`) when there were some.
 
         Cached copies and stored replies are dropped before the store erase (so a retry knows
         them) and again after it (the cache bumping their generation, so a reader that loaded
@@ -175,6 +176,8 @@ class ConsentBook:
         if replies is not None and erasure.correlation_ids:
             forgotten += await replies.forget(tenant_id, erasure.correlation_ids)
         counts: dict[str, Any] = {"replies": forgotten} if replies is not None else {}
+        if erasure.handoffs:
+            counts["handoffs"] = erasure.handoffs
         await self._audit.append(
             tenant_id,
             "user_erased",

@@ -16,9 +16,11 @@ from typing import Any
 import asyncpg
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, handoff_pb2, outbox_pb2
 
+from services.context import handoffs_postgres as handoffs
 from services.context.audit import new_audit_entry
+from services.context.handoff_rows import HandoffClaim
 from services.context.migrations.runner import latest_version
 from services.context.rows import (
     AUDIT_COLUMNS,
@@ -39,8 +41,17 @@ from services.context.rows import (
     turn_values,
     with_outbox_status,
 )
-from services.context.store import AuditFilters, ConsentChange, Erasure, TenantAudit, check_fence
+from services.context.store import (
+    AuditFilters,
+    ConsentChange,
+    Erasure,
+    StoredTenant,
+    TenantAudit,
+    TenantWrite,
+    check_fence,
+)
 from services.mesh.errors import already_exists, failed_precondition, not_found, unavailable
+from services.mesh.tenant_rules import revision_mismatch
 
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -430,6 +441,26 @@ class PostgresStore:
             )
         return [(row["tenant_id"], row["session_id"]) for row in rows]
 
+    async def enqueue_handoff(self, tenant_id: str, handoff: handoff_pb2.QueuedHandoff) -> bool:
+        async with self._tenant(tenant_id) as connection:
+            return await handoffs.enqueue(connection, tenant_id, handoff)
+
+    async def claim_handoffs(
+        self, tenant_id: str, claim: HandoffClaim
+    ) -> list[handoff_pb2.QueuedHandoff]:
+        async with self._tenant(tenant_id) as connection:
+            return await handoffs.claim(connection, tenant_id, claim)
+
+    async def complete_handoff(
+        self, tenant_id: str, event_id: str, agent_id: str, connection_id: str
+    ) -> bool:
+        async with self._tenant(tenant_id) as connection:
+            return await handoffs.complete(connection, tenant_id, event_id, agent_id, connection_id)
+
+    async def release_handoffs(self, tenant_id: str, agent_id: str, connection_id: str) -> int:
+        async with self._tenant(tenant_id) as connection:
+            return await handoffs.release(connection, tenant_id, agent_id, connection_id)
+
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry
     ) -> audit_pb2.AuditEntry:
@@ -523,38 +554,69 @@ class PostgresStore:
                 tenant_id,
                 user_id,
             )
+            session_ids = [row["session_id"] for row in sessions]
+            queued = await handoffs.erase(connection, tenant_id, user_id, session_ids)
             consent = await connection.fetchval(
                 "DELETE FROM user_consents WHERE tenant_id = $1 AND user_id = $2 RETURNING 1",
                 tenant_id,
                 user_id,
             )
-        return Erasure(
-            [row["session_id"] for row in sessions], turns, consent is not None, correlation_ids
-        )
+        return Erasure(session_ids, turns, consent is not None, correlation_ids, queued)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
+        stored = await self.load_tenant(tenant_id)
+        return None if stored is None else stored.config
+
+    async def load_tenant(self, tenant_id: str) -> StoredTenant | None:
         async with self._tenant(tenant_id) as connection:
-            config = await connection.fetchval(
-                "SELECT config FROM tenants WHERE tenant_id = $1", tenant_id
+            row = await connection.fetchrow(
+                "SELECT config, revision FROM tenants WHERE tenant_id = $1", tenant_id
             )
-        return None if config is None else json_format.ParseDict(config, tenant_pb2.TenantConfig())
+        if row is None:
+            return None
+        config = json_format.ParseDict(row["config"], tenant_pb2.TenantConfig())
+        return StoredTenant(config, row["revision"])
 
     async def put_tenant(
-        self, tenant: tenant_pb2.TenantConfig, audit: TenantAudit | None = None
-    ) -> bool:
-        async with self._tenant(tenant.tenant_id) as connection:
+        self,
+        tenant: tenant_pb2.TenantConfig,
+        audit: TenantAudit | None = None,
+        *,
+        expected_revision: int = 0,
+    ) -> TenantWrite:
+        tenant_id, config = tenant.tenant_id, json_format.MessageToDict(tenant)
+        async with self._tenant(tenant_id) as connection:
             if audit is not None:
-                await _lock_audit_chain(connection, tenant.tenant_id)
-            inserted: bool = await connection.fetchval(
-                "INSERT INTO tenants (tenant_id, config) VALUES ($1, $2) "
-                "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
-                "updated_at = now() RETURNING (xmax = 0)",
-                tenant.tenant_id,
-                json_format.MessageToDict(tenant),
-            )
+                await _lock_audit_chain(connection, tenant_id)
+            if expected_revision:
+                # One statement checks and writes: a concurrent writer's UPDATE waits for this
+                # row's lock, then finds the new revision and matches nothing.
+                revision = await connection.fetchval(
+                    "UPDATE tenants SET config = $2, updated_at = now(), revision = revision + 1 "
+                    "WHERE tenant_id = $1 AND revision = $3 RETURNING revision",
+                    tenant_id,
+                    config,
+                    expected_revision,
+                )
+                if revision is None:
+                    current = await connection.fetchval(
+                        "SELECT revision FROM tenants WHERE tenant_id = $1", tenant_id
+                    )
+                    raise revision_mismatch(tenant_id, current or 0, expected_revision)
+                written = TenantWrite(created=False, revision=revision)
+            else:
+                row = await connection.fetchrow(
+                    "INSERT INTO tenants (tenant_id, config) VALUES ($1, $2) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
+                    "updated_at = now(), revision = tenants.revision + 1 "
+                    "RETURNING (xmax = 0) AS inserted, revision",
+                    tenant_id,
+                    config,
+                )
+                written = TenantWrite(created=row["inserted"], revision=row["revision"])
             if audit is not None:
-                await _append_audit(connection, tenant.tenant_id, audit(inserted))
-        return inserted
+                await _append_audit(connection, tenant_id, audit(written.created))
+        return written
 
 
 async def _lock_audit_chain(connection: asyncpg.Connection, tenant_id: str) -> None:

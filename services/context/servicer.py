@@ -12,6 +12,7 @@ from metaagent.context.v1 import context_service_pb2_grpc
 from services.context.audit import Actor, AuditLog, principal_violations
 from services.context.consents import ConsentBook
 from services.context.guards import TurnGuards
+from services.context.handoffs import HandoffDesk
 from services.context.idempotency import ClaimState
 from services.context.sessions import ContextBook
 from services.context.store import AuditFilters
@@ -66,12 +67,18 @@ def _stamp(seconds: float) -> timestamp_pb2.Timestamp:
 
 class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
     def __init__(
-        self, book: ContextBook, guards: TurnGuards, audit: AuditLog, consents: ConsentBook
+        self,
+        book: ContextBook,
+        guards: TurnGuards,
+        audit: AuditLog,
+        consents: ConsentBook,
+        handoffs: HandoffDesk,
     ) -> None:
         self._book = book
         self._guards = guards
         self._audit = audit
         self._consents = consents
+        self._handoffs = handoffs
 
     async def GetOrCreateSession(
         self, request: pb.GetOrCreateSessionRequest, context: Any
@@ -245,20 +252,25 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
         return pb.MarkOutboxResponse(updated=updated)
 
     async def GetTenant(self, request: pb.GetTenantRequest, context: Any) -> pb.GetTenantResponse:
-        return pb.GetTenantResponse(tenant=await self._book.tenant(correlation.current().tenant_id))
+        config, revision = await self._book.tenant_revision(correlation.current().tenant_id)
+        return pb.GetTenantResponse(tenant=config, revision=revision)
 
     async def PutTenant(self, request: pb.PutTenantRequest, context: Any) -> pb.PutTenantResponse:
         if not request.HasField("tenant"):
             raise invalid_argument(FieldViolation("tenant", "is required"))
         call = correlation.current()
         tenant_id = call.tenant_id
-        created = await self._book.put_tenant(
+        written = await self._book.put_tenant(
             tenant_id,
             request.tenant,
+            expected_revision=request.expected_revision,
             correlation_id=call.correlation_id,
             actor=_actor(request),
         )
-        return pb.PutTenantResponse(tenant=await self._book.tenant(tenant_id), created=created)
+        stored = pb.PutTenantResponse(created=written.created, revision=written.revision)
+        stored.tenant.CopyFrom(request.tenant)
+        stored.tenant.tenant_id = tenant_id
+        return stored
 
     async def AppendAudit(
         self, request: pb.AppendAuditRequest, context: Any
@@ -344,4 +356,29 @@ class ContextServicer(context_service_pb2_grpc.ContextServiceServicer):
             sessions_erased=len(erasure.session_ids),
             turns_erased=erasure.turns,
             consent_erased=erasure.consent,
+            handoffs_erased=erasure.handoffs,
         )
+
+    async def EnqueueHandoff(
+        self, request: pb.EnqueueHandoffRequest, context: Any
+    ) -> pb.EnqueueHandoffResponse:
+        enqueued = await self._handoffs.enqueue(correlation.current().tenant_id, request)
+        return pb.EnqueueHandoffResponse(enqueued=enqueued)
+
+    async def ClaimHandoffs(
+        self, request: pb.ClaimHandoffsRequest, context: Any
+    ) -> pb.ClaimHandoffsResponse:
+        claimed = await self._handoffs.claim(correlation.current().tenant_id, request)
+        return pb.ClaimHandoffsResponse(handoffs=claimed)
+
+    async def CompleteHandoff(
+        self, request: pb.CompleteHandoffRequest, context: Any
+    ) -> pb.CompleteHandoffResponse:
+        completed = await self._handoffs.complete(correlation.current().tenant_id, request)
+        return pb.CompleteHandoffResponse(completed=completed)
+
+    async def ReleaseHandoffs(
+        self, request: pb.ReleaseHandoffsRequest, context: Any
+    ) -> pb.ReleaseHandoffsResponse:
+        released = await self._handoffs.release(correlation.current().tenant_id, request)
+        return pb.ReleaseHandoffsResponse(released=released)

@@ -14,7 +14,14 @@ from services.context.audit import Actor, audit_entry
 from services.context.cache import SessionCache
 from services.context.folding import fold_lines
 from services.context.locks import SessionLocks
-from services.context.store import NOT_OUR_PAGE_CURSOR, SessionStore, check_fence, page_position
+from services.context.store import (
+    NOT_OUR_PAGE_CURSOR,
+    SessionStore,
+    StoredTenant,
+    TenantWrite,
+    check_fence,
+    page_position,
+)
 from services.mesh.errors import (
     FieldViolation,
     MeshError,
@@ -22,7 +29,7 @@ from services.mesh.errors import (
     invalid_argument,
     not_found,
 )
-from services.mesh.tenant_rules import tenant_config_violations
+from services.mesh.tenant_rules import TENANT_REVISION_MISMATCH, tenant_config_violations
 
 log = logging.getLogger("metaagent.context")
 
@@ -94,7 +101,7 @@ class ContextBook:
         self._store = store
         self._cache = cache
         self._locks = locks
-        self._tenants: dict[str, tuple[tenant_pb2.TenantConfig | None, float]] = {}
+        self._tenants: dict[str, tuple[StoredTenant | None, float]] = {}
         self._ttl = ttl_seconds
         self._recent_turns = recent_turns
 
@@ -233,27 +240,38 @@ class ContextBook:
             await self._cache.delete(cache_key(owner, session_id))
         return len(marked)
 
-    async def _tenant_config(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
-        """The stored configuration, kept parsed for TENANT_CACHE_SECONDS (every turn reads it
-        twice); this process's own writes replace it at once, other replicas' within the TTL."""
+    async def _stored_tenant(self, tenant_id: str) -> StoredTenant | None:
+        """The stored configuration and its revision, kept parsed for TENANT_CACHE_SECONDS
+        (every turn reads it twice); this process's own writes replace it at once, other
+        replicas' within the TTL (a conditional write made from such a stale read fails, and
+        drops the cached copy)."""
         now = time.monotonic()
         cached = self._tenants.get(tenant_id)
         if cached is not None and cached[1] > now:
             return cached[0]
-        config = await self._store.get_tenant(tenant_id)
+        stored = await self._store.load_tenant(tenant_id)
         if len(self._tenants) >= 10_000:
             self._tenants.clear()
-        self._tenants[tenant_id] = (config, now + TENANT_CACHE_SECONDS)
-        return config
+        self._tenants[tenant_id] = (stored, now + TENANT_CACHE_SECONDS)
+        return stored
+
+    async def _tenant_config(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
+        stored = await self._stored_tenant(tenant_id)
+        return None if stored is None else stored.config
 
     async def tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig:
-        found = await self._tenant_config(tenant_id)
-        config = None if found is None else tenant_pb2.TenantConfig()
-        if found is not None and config is not None:
-            config.CopyFrom(found)
-        if config is None:
-            raise not_found(f"tenant '{tenant_id}' is not configured", "TENANT_NOT_FOUND")
+        config, _ = await self.tenant_revision(tenant_id)
         return config
+
+    async def tenant_revision(self, tenant_id: str) -> tuple[tenant_pb2.TenantConfig, int]:
+        """A copy of the tenant's configuration, and its revision; NOT_FOUND (reason
+        TENANT_NOT_FOUND) when it has none."""
+        stored = await self._stored_tenant(tenant_id)
+        if stored is None:
+            raise not_found(f"tenant '{tenant_id}' is not configured", "TENANT_NOT_FOUND")
+        config = tenant_pb2.TenantConfig()
+        config.CopyFrom(stored.config)
+        return config, stored.revision
 
     async def dedup_window(self, tenant_id: str) -> float:
         """How long the tenant's idempotency records are kept (the seed's 60 s by default)."""
@@ -266,13 +284,21 @@ class ContextBook:
         tenant_id: str,
         config: tenant_pb2.TenantConfig,
         *,
+        expected_revision: int = 0,
         correlation_id: str = "",
         actor: Actor = Actor(),  # noqa: B008 - frozen dataclass, immutable
-    ) -> bool:
+    ) -> TenantWrite:
         """Validate and store the tenant's configuration with its "tenant_configured" audit
-        entry, in one transaction; True when the tenant was created. INVALID_ARGUMENT names
-        every bad field (services/mesh/tenant_rules.py) and nothing is written."""
+        entry, in one transaction; the write says whether it created the tenant and the
+        revision it stored. INVALID_ARGUMENT names every bad field
+        (services/mesh/tenant_rules.py) and nothing is written. With `expected_revision` (> 0),
+        FAILED_PRECONDITION (TENANT_REVISION_MISMATCH) when the stored revision is another
+        (see SessionStore.put_tenant)."""
         violations = tenant_config_violations(config, tenant_id, prefix="tenant.")
+        if expected_revision < 0:
+            violations.append(
+                FieldViolation("expected_revision", "must be 0 (unconditional) or a revision")
+            )
         if violations:
             raise invalid_argument(*violations)
         stored = tenant_pb2.TenantConfig()
@@ -287,9 +313,16 @@ class ContextBook:
                 actor=actor.service,
             )
 
-        created = await self._store.put_tenant(stored, audit)
+        try:
+            written = await self._store.put_tenant(
+                stored, audit, expected_revision=expected_revision
+            )
+        except MeshError as error:
+            if error.reason == TENANT_REVISION_MISMATCH:
+                self._tenants.pop(tenant_id, None)  # it may be what the caller read
+            raise
         self._tenants.pop(tenant_id, None)
-        return created
+        return written
 
 
 def _configured_payload(

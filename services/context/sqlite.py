@@ -13,9 +13,11 @@ from typing import Any
 import aiosqlite
 from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, handoff_pb2, outbox_pb2
 
+from services.context import handoffs_sqlite as handoffs
 from services.context.audit import new_audit_entry
+from services.context.handoff_rows import HandoffClaim
 from services.context.rows import (
     AUDIT_COLUMNS,
     CONSENT_COLUMNS,
@@ -39,11 +41,14 @@ from services.context.store import (
     AuditFilters,
     ConsentChange,
     Erasure,
+    StoredTenant,
     StoreUnavailable,
     TenantAudit,
+    TenantWrite,
     check_fence,
 )
 from services.mesh.errors import already_exists, not_found, unavailable
+from services.mesh.tenant_rules import revision_mismatch
 
 MIGRATIONS = (
     """
@@ -131,6 +136,10 @@ MIGRATIONS = (
     """
     ALTER TABLE outbox ADD COLUMN leased_until REAL NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN leased_by TEXT NOT NULL DEFAULT '';
+    """,
+    handoffs.MIGRATION,
+    """
+    ALTER TABLE tenants ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
     """,
 )
 
@@ -533,6 +542,26 @@ class SqliteStore:
             )
         return [(row[0], row[1]) for row in rows]
 
+    async def enqueue_handoff(self, tenant_id: str, handoff: handoff_pb2.QueuedHandoff) -> bool:
+        async with self._connection() as db:
+            return await handoffs.enqueue(db, tenant_id, handoff)
+
+    async def claim_handoffs(
+        self, tenant_id: str, claim: HandoffClaim
+    ) -> list[handoff_pb2.QueuedHandoff]:
+        async with self._connection() as db:
+            return await handoffs.claim(db, tenant_id, claim)
+
+    async def complete_handoff(
+        self, tenant_id: str, event_id: str, agent_id: str, connection_id: str
+    ) -> bool:
+        async with self._connection() as db:
+            return await handoffs.complete(db, tenant_id, event_id, agent_id, connection_id)
+
+    async def release_handoffs(self, tenant_id: str, agent_id: str, connection_id: str) -> int:
+        async with self._connection() as db:
+            return await handoffs.release(db, tenant_id, agent_id, connection_id)
+
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry
     ) -> audit_pb2.AuditEntry:
@@ -669,6 +698,7 @@ class SqliteStore:
                 ) as cursor:
                     sessions = [row[0] for row in await cursor.fetchall()]
                 correlation_ids = await self._correlation_ids(db, tenant_id, user_id)
+                queued = await handoffs.erase(db, tenant_id, user_id)
                 turns = 0
                 for session_id in sessions:
                     scope = (tenant_id, session_id)
@@ -692,40 +722,59 @@ class SqliteStore:
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-        return Erasure(sessions, turns, consent.rowcount > 0, correlation_ids)
+        return Erasure(sessions, turns, consent.rowcount > 0, correlation_ids, queued)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
+        stored = await self.load_tenant(tenant_id)
+        return None if stored is None else stored.config
+
+    async def load_tenant(self, tenant_id: str) -> StoredTenant | None:
         async with self._connection() as db:
             row = _first(
                 await db.execute_fetchall(
-                    "SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)
+                    "SELECT config, revision FROM tenants WHERE tenant_id = ?", (tenant_id,)
                 )
             )
         if row is None:
             return None
-        return json_format.Parse(row[0], tenant_pb2.TenantConfig())
+        return StoredTenant(json_format.Parse(row[0], tenant_pb2.TenantConfig()), int(row[1]))
 
     async def put_tenant(
-        self, tenant: tenant_pb2.TenantConfig, audit: TenantAudit | None = None
-    ) -> bool:
+        self,
+        tenant: tenant_pb2.TenantConfig,
+        audit: TenantAudit | None = None,
+        *,
+        expected_revision: int = 0,
+    ) -> TenantWrite:
         config, now = json_format.MessageToJson(tenant), _now().isoformat()
         async with self._connection() as db:
+            # BEGIN IMMEDIATE takes the file's write lock (against other processes too), so the
+            # revision read here is the one the conditional UPDATE below finds.
             await db.execute("BEGIN IMMEDIATE")
             try:
                 async with db.execute(
-                    "SELECT 1 FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,)
+                    "SELECT revision FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,)
                 ) as cursor:
-                    existed = await cursor.fetchone() is not None
-                await db.execute(
-                    "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (tenant_id) DO UPDATE SET config = excluded.config, "
-                    "updated_at = excluded.updated_at",
-                    (tenant.tenant_id, config, now),
-                )
+                    row = await cursor.fetchone()
+                current = 0 if row is None else int(row[0])
+                if expected_revision and expected_revision != current:
+                    raise revision_mismatch(tenant.tenant_id, current, expected_revision)
+                if row is None:
+                    await db.execute(
+                        "INSERT INTO tenants (tenant_id, config, updated_at, revision) "
+                        "VALUES (?, ?, ?, 1)",
+                        (tenant.tenant_id, config, now),
+                    )
+                else:
+                    await db.execute(
+                        "UPDATE tenants SET config = ?, updated_at = ?, revision = ? "
+                        "WHERE tenant_id = ?",
+                        (config, now, current + 1, tenant.tenant_id),
+                    )
                 if audit is not None:
-                    await self._append_audit(db, tenant.tenant_id, audit(not existed))
+                    await self._append_audit(db, tenant.tenant_id, audit(row is None))
                 await db.execute("COMMIT")
             except BaseException:
                 await db.execute("ROLLBACK")
                 raise
-        return not existed
+        return TenantWrite(created=row is None, revision=current + 1)

@@ -1,4 +1,4 @@
-"""The relational store port: sessions, turns, tenants and the outbox.
+"""The relational store port: sessions, turns, tenants, the outbox and the hand-over queue.
 
 Every method takes the tenant explicitly; adapters must never read or write another tenant's
 rows. Adapters raise UNAVAILABLE (`MeshError`, with retry advice) when the store cannot be
@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Protocol
 
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
-from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
+from metaagent.context.v1 import audit_pb2, consent_pb2, handoff_pb2, outbox_pb2
 
+from services.context.handoff_rows import HandoffClaim
 from services.mesh.errors import failed_precondition
 
 PAGE_CURSOR = re.compile(r"[0-9]{1,19}")
@@ -114,6 +115,31 @@ class SessionStore(Protocol):
         """Record a publish outcome: SENT or FAILED are final, PENDING counts a failed attempt.
         Returns (tenant, session) of each message changed; unknown ids are skipped."""
 
+    async def enqueue_handoff(self, tenant_id: str, handoff: handoff_pb2.QueuedHandoff) -> bool:
+        """Queue a hand-over (its event id, session, user, kind and payload) for the tenant's
+        agents; False, and nothing changed, when its event id was queued before (in any state).
+        NOT_FOUND (SESSION_NOT_FOUND) when its session does not exist: nothing is queued for a
+        user erased meanwhile."""
+
+    async def claim_handoffs(
+        self, tenant_id: str, claim: HandoffClaim
+    ) -> list[handoff_pb2.QueuedHandoff]:
+        """In one transaction: hand-overs whose lease ran out go back to the waiting ones; those
+        in flight with the claim's connection get a new lease and are returned (but those in
+        `claim.skip`), oldest first; then up to `claim.limit` of the oldest waiting ones are put
+        in flight with the connection and returned, oldest first."""
+
+    async def complete_handoff(
+        self, tenant_id: str, event_id: str, agent_id: str, connection_id: str
+    ) -> bool:
+        """Mark a hand-over done by its holder (`handoff_rows.completes`), dropping its
+        payload; False when there was nothing to complete. FAILED_PRECONDITION
+        (HANDOFF_HELD_ELSEWHERE) when another agent or connection holds it."""
+
+    async def release_handoffs(self, tenant_id: str, agent_id: str, connection_id: str) -> int:
+        """Give the hand-overs in flight with a connection back to the waiting ones (their last
+        holder is kept: it may still complete them); how many."""
+
     async def append_audit(
         self, tenant_id: str, entry: audit_pb2.AuditEntry
     ) -> audit_pb2.AuditEntry:
@@ -142,17 +168,29 @@ class SessionStore(Protocol):
         idempotency keys their replies were stored under)."""
 
     async def erase_user(self, tenant_id: str, user_id: str) -> "Erasure":
-        """Delete the user's sessions (with their turns and outbox rows) and consent; the
-        result names the correlation ids of the deleted turns."""
+        """Delete the user's sessions (with their turns and outbox rows), queued hand-overs
+        (the user's, or of the user's sessions) and consent, in one transaction; the result
+        names the correlation ids of the deleted turns."""
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None: ...
 
+    async def load_tenant(self, tenant_id: str) -> "StoredTenant | None":
+        """The tenant's configuration with its revision; None when it has none."""
+
     async def put_tenant(
-        self, tenant: tenant_pb2.TenantConfig, audit: "TenantAudit | None" = None
-    ) -> bool:
-        """Insert or replace; True when it was created. With `audit`, the entry it returns
-        (given whether the tenant was created) is sealed onto the tenant's audit chain in the
-        same transaction: both are written or neither is."""
+        self,
+        tenant: tenant_pb2.TenantConfig,
+        audit: "TenantAudit | None" = None,
+        *,
+        expected_revision: int = 0,
+    ) -> "TenantWrite":
+        """Insert or replace, adding one to the revision (a new tenant's is 1). With
+        `expected_revision` (> 0) the write happens only if the stored revision is that one,
+        checked in the write's transaction (of two writers expecting the same revision exactly
+        one wins); otherwise FAILED_PRECONDITION (`tenant_rules.revision_mismatch`), also
+        when the tenant does not exist, and nothing is written. With `audit`, the entry it
+        returns (given whether the tenant was created) is sealed onto the tenant's audit chain
+        in the same transaction: both are written or neither is."""
 
 
 @dataclass(frozen=True)
@@ -184,12 +222,31 @@ TenantAudit = Callable[[bool], audit_pb2.AuditEntry]
 
 
 @dataclass(frozen=True)
+class StoredTenant:
+    """A tenant's configuration as stored, and its revision (1 when created, one more on
+    every write)."""
+
+    config: tenant_pb2.TenantConfig
+    revision: int
+
+
+@dataclass(frozen=True)
+class TenantWrite:
+    """What a tenant write did: whether it created the tenant, and the revision it stored."""
+
+    created: bool
+    revision: int
+
+
+@dataclass(frozen=True)
 class Erasure:
     session_ids: list[str]
     turns: int
     consent: bool
     correlation_ids: list[str] = field(default_factory=list)
     """Of the erased turns: the keys under which their replies may still be stored."""
+    handoffs: int = 0
+    """Hand-overs deleted from the hand-over queue."""
 
 
 @dataclass(frozen=True)

@@ -168,8 +168,9 @@ class LlmEngine:
         attempt: "_Attempt",
     ) -> AsyncIterator[str | pb.Generation]:
         tenant_id = prompt.tenant.tenant_id
-        key = prompt_key(prompt.SerializeToString(deterministic=True).hex())
         cacheable = faq_style(prompt)
+        # the key only serves the cache, which only keeps first questions
+        key = prompt_key(prompt.SerializeToString(deterministic=True).hex()) if cacheable else ""
         if cacheable and self._policy.cache_faq:
             cached = await self._cached(tenant_id, key)
             if cached is not None:
@@ -229,7 +230,7 @@ class LlmEngine:
                     ) from None
                 continue
             breaker.record_success()
-            metrics.REQUESTS.labels(provider.name, "ok").inc()
+            metrics.requests(provider.name, "ok").inc()
             model = completion.model or provider.model
             attempt.model = model
             used = self._account(model, completion) or attempt.estimate_for(completion.text)
@@ -271,8 +272,8 @@ class LlmEngine:
     def _account(self, model: str, completion: ChatCompletion) -> int:
         usage = completion.usage
         tenant = tenant_label(correlation.current().tenant_id)
-        metrics.TOKENS.labels(tenant, model, "prompt").inc(usage.prompt_tokens)
-        metrics.TOKENS.labels(tenant, model, "completion").inc(usage.completion_tokens)
+        metrics.tokens(tenant, model, "prompt").inc(usage.prompt_tokens)
+        metrics.tokens(tenant, model, "completion").inc(usage.completion_tokens)
         return usage.total_tokens
 
     async def _parsed(

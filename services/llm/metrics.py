@@ -8,6 +8,8 @@ is in the limits store.
 
 from prometheus_client import Counter, Gauge
 
+from services.mesh.metrics import Children
+
 TOKENS = Counter(
     "meta_agent_llm_tokens_total",
     "Tokens used, from the API's usage.",
@@ -18,6 +20,8 @@ REQUESTS = Counter(
     "Calls to a model deployment by outcome.",
     ["deployment", "outcome"],
 )
+tokens, requests = Children(TOKENS), Children(REQUESTS)
+"""`TOKENS.labels` and `REQUESTS.labels`, children kept (several per answer)."""
 DEGRADED = Counter(
     "meta_agent_llm_degraded_total",
     "Answers given by the offline responder or the response cache because no model could.",

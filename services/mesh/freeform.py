@@ -15,7 +15,9 @@ carry document fields three messages down); tests/gateway/test_freeform_json.py 
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
+
+from google.protobuf import struct_pb2
 
 MAX_DEPTH: Final = 32
 """Objects and arrays nested in one free-form value, the outermost counting as one."""
@@ -89,3 +91,34 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """`json_format.MessageToDict(struct)` for a Struct, the same values and errors, without the
+    generic printer's descriptor walk (several times faster, and prompts convert a few a turn)."""
+    return {key: _value_to_json(value) for key, value in struct.fields.items()}
+
+
+def _value_to_json(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        number = value.number_value
+        if math.isinf(number):
+            raise ValueError(
+                "Fail to serialize Infinity for Value.number_value, which would parse as "
+                "string_value"
+            )
+        if math.isnan(number):
+            raise ValueError(
+                "Fail to serialize NaN for Value.number_value, which would parse as string_value"
+            )
+        return number
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value_to_json(item) for item in value.list_value.values]
+    return None  # null_value, or no kind set

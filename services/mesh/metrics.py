@@ -83,6 +83,29 @@ class TenantLabels:
 tenant_label = TenantLabels()
 
 
+class Children:
+    """`metric.labels(*values)`, keeping each child by its label values: `labels` converts and
+    checks its arguments and takes the metric's lock on every call, and the per-turn paths ask
+    for the same few children again and again. Label values are bounded (see the module
+    docstring), and so is this."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+request_duration = Children(REQUEST_DURATION)
+"""`REQUEST_DURATION.labels`, children kept."""
+
+
 def split_method(method: str) -> tuple[str, str]:
     """`/pkg.Service/Method` as (`pkg.Service`, `Method`)."""
     service, _, name = method.lstrip("/").rpartition("/")

@@ -31,14 +31,17 @@ def outbound_call(
     """The timeout and metadata of an outbound call made under `call` (by default the bound
     call context): the caller's metadata first, then the correlation keys it did not set."""
     call = call or correlation.current()
-    merged = grpc.aio.Metadata()
-    present: set[str] = set()
-    for key, value in metadata or ():
-        merged.add(key, value)
-        present.add(key)
-    for key, value in call.outbound_metadata():
-        if key not in present:
+    if metadata:
+        merged = grpc.aio.Metadata()
+        present: set[str] = set()
+        for key, value in metadata:
             merged.add(key, value)
+            present.add(key)
+        for key, value in call.forwarded:
+            if key not in present:
+                merged.add(key, value)
+    else:  # the usual call: the correlation keys alone
+        merged = grpc.aio.Metadata(*call.forwarded)
     chosen = timeout if timeout is not None else default_timeout
     remaining = call.time_remaining()
     if remaining is not None:

@@ -6,6 +6,10 @@ bad field, named by its path in the message (`intents[0].action_types`,
 `slot_prompts["size"].ask["es"]`); nothing here does I/O. The action types and slots the
 platform knows are listed here rather than imported from the orchestrator (services share only
 the contracts and this runtime); a test keeps the list equal to the orchestrator's registry.
+
+`revision_mismatch` refuses a write conditioned on another revision than the stored one
+(PutTenant.expected_revision, the gateway's If-Match), with one reason and one metadata shape
+wherever it is decided.
 """
 
 import math
@@ -15,7 +19,7 @@ from typing import Final
 
 from metaagent.common.v1 import tenant_pb2
 
-from services.mesh.errors import FieldViolation
+from services.mesh.errors import FieldViolation, MeshError, failed_precondition
 
 KNOWN_ACTION_TYPES: Final = frozenset(
     {
@@ -196,3 +200,24 @@ def tenant_config_violations(
         _texts(problems, f"{where}.ask", prompt.ask)
         _texts(problems, f"{where}.invalid", prompt.invalid)
     return problems.result(prefix)
+
+
+TENANT_REVISION_MISMATCH: Final = "TENANT_REVISION_MISMATCH"
+"""The ErrorInfo reason of a tenant write conditioned on a revision the tenant does not have."""
+
+
+def revision_mismatch(tenant_id: str, current: int, expected: int | None = None) -> MeshError:
+    """FAILED_PRECONDITION (TENANT_REVISION_MISMATCH) for a write conditioned on another
+    revision (`expected`, when it was one number) than the tenant's `current` one (0: the
+    tenant has no configuration); ErrorInfo metadata `currentRevision` (and
+    `expectedRevision`)."""
+    found = f"revision {current}" if current else "no configuration"
+    wanted = f"revision {expected}" if expected is not None else "the revision this write expected"
+    error = failed_precondition(
+        f"tenant '{tenant_id}' has {found}, not {wanted}: read it again",
+        TENANT_REVISION_MISMATCH,
+    )
+    error.metadata = {"currentRevision": str(current)}
+    if expected is not None:
+        error.metadata["expectedRevision"] = str(expected)
+    return error

@@ -12,7 +12,9 @@ from services.mesh.clients import MeshClients, check_serving
 from services.mesh.server import MeshServer, ServiceBinding
 from services.orchestrator.bus import open_action_bus
 from services.orchestrator.consumers import EmbeddedConsumers
-from services.orchestrator.consumers.handoff import HandoffEvent, HandoffHub
+from services.orchestrator.consumers.feed import SubscriberRunner, handoff_feed
+from services.orchestrator.consumers.handoff import HandoffEvent, HandoffHub, HandoffQueue
+from services.orchestrator.consumers.handoff_context import ContextHandoffQueue, lease_for
 from services.orchestrator.human import HumanReplies
 from services.orchestrator.relay import OutboxRelay, RelayRunner
 from services.orchestrator.servicer import OrchestratorServicer
@@ -27,9 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class OrchestratorServer(MeshServer):
-    handoff_hub: HandoffHub | None = None
-    """Where the embedded bus delivers hand-overs (the reference HandoffConsumer's hub); None
-    when this process runs no relay."""
+    handoff_hub: HandoffQueue | None = None
+    """Where this replica serves WatchHandoffs / AckHandoff from: the in-memory hub of the
+    process that runs the relay, or the context service's queue (every replica); None when
+    it serves no hand-overs."""
+    handoff_feed: SubscriberRunner | None = None
+    """The Service Bus subscription feeding the context queue, when the bus is Service Bus."""
 
 
 def build_relay(
@@ -89,12 +94,39 @@ def session_still_there(clients: MeshClients) -> Callable[[HandoffEvent], Awaita
     return still_wanted
 
 
+def build_handoff_queue(settings: OrchestratorSettings, clients: MeshClients) -> HandoffQueue:
+    """The hand-over queue `ORCHESTRATOR_HANDOFF_QUEUE` names (see the settings)."""
+    if settings.handoff_queue_kind() == "context":
+        return ContextHandoffQueue(
+            clients,
+            poll_seconds=settings.handoff_poll_seconds,
+            lease_seconds=lease_for(
+                settings.handoff_resume_grace_seconds, settings.handoff_poll_seconds
+            ),
+            still_wanted=session_still_there(clients),
+        )
+    return HandoffHub(
+        resume_grace=settings.handoff_resume_grace_seconds,
+        still_wanted=session_still_there(clients),
+    )
+
+
 def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
     clients = MeshClients(settings, identity.ORCHESTRATOR)
-    consumers = EmbeddedConsumers.create()
-    consumers.hub.still_wanted = session_still_there(clients)
-    consumers.hub.resume_grace = settings.handoff_resume_grace_seconds
+    queue = build_handoff_queue(settings, clients)
+    consumers = EmbeddedConsumers.create(hub=queue)
     relay = build_relay(settings, clients, consumers) if settings.run_relay else None
+    durable = isinstance(queue, ContextHandoffQueue)
+    connection = settings.service_bus_connection()
+    feed = None
+    if durable and connection:
+        feed = handoff_feed(
+            connection,
+            consumers.handoff,
+            subscription=settings.service_bus_subscription_handoffs,
+            topic=settings.service_bus_topic_actions,
+        )
+    serving = queue if durable or relay else None
 
     async def dependencies_serving() -> None:
         for dependency in DEPENDENCIES:
@@ -110,14 +142,24 @@ def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
                 OrchestratorServicer(
                     TurnProcessor(clients, settings),
                     HumanReplies(clients, settings),
-                    consumers.hub if relay else None,
+                    serving,
                 ),
             )
         ],
-        readiness=[dependencies_serving, *([relay.start] if relay else [])],
-        cleanup=[*([relay.stop] if relay else []), clients.close],
+        readiness=[
+            dependencies_serving,
+            *([relay.start] if relay else []),
+            *([feed.start] if feed else []),
+        ],
+        cleanup=[
+            *([feed.stop] if feed else []),
+            *([relay.stop] if relay else []),
+            *([queue.aclose] if isinstance(queue, ContextHandoffQueue) else []),
+            clients.close,
+        ],
     )
-    server.handoff_hub = consumers.hub if relay else None
+    server.handoff_hub = serving
+    server.handoff_feed = feed
     return server
 
 

@@ -3,6 +3,8 @@ are enums, so every label here is bounded."""
 
 from prometheus_client import Counter, Gauge
 
+from services.mesh.metrics import Children
+
 DEGRADED_TURNS = Counter(
     "meta_agent_degraded_turns_total",
     "Turns answered in degraded mode, by the dependency that was down.",
@@ -18,6 +20,8 @@ TURNS = Counter(
     "Turns answered (replays of a stored reply excluded), by channel and whether degraded.",
     ["channel", "degraded"],
 )
+answered_turns = Children(TURNS)
+"""`TURNS.labels`, children kept (one per turn)."""
 OUTBOX_BACKLOG = Gauge(
     "meta_agent_outbox_backlog",
     "Actions waiting to be published (every tenant's), as the relay's last sweep saw them.",

@@ -9,7 +9,7 @@ from metaagent.orchestrator.v1 import orchestrator_service_pb2_grpc
 
 from services.mesh import correlation
 from services.mesh.errors import failed_precondition
-from services.orchestrator.consumers.handoff import HandoffHeldElsewhere, HandoffHub
+from services.orchestrator.consumers.handoff import HandoffHeldElsewhere, HandoffQueue
 from services.orchestrator.human import (
     HumanReplies,
     validate_ack_request,
@@ -20,16 +20,19 @@ from services.orchestrator.turn import TurnProcessor
 log = logging.getLogger(__name__)
 WATCH_REGISTERED = ("x-handoff-watch", "registered")
 """The response headers of a watch once the hub has it (the proto's WatchHandoffs)."""
-DEADLINE_SLACK_SECONDS = 0.1
+DEADLINE_SLACK_SECONDS = 0.5
 """A watch that ends with no more time left than this ended by its deadline (its connection
-is expected to watch again), not because its caller left."""
+is expected to watch again), not because its caller left. The caller's own deadline fires
+first (the server's starts when the request arrives), and its cancellation may reach a busy
+server a little before the server's deadline: hence the slack."""
 
 
 class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServicer):
     def __init__(
-        self, turns: TurnProcessor, human: HumanReplies, hub: HandoffHub | None = None
+        self, turns: TurnProcessor, human: HumanReplies, hub: HandoffQueue | None = None
     ) -> None:
-        """`hub`: where this process's relay delivers hand-overs; None when it runs none."""
+        """`hub`: the hand-over queue this replica serves (the in-memory hub where the relay
+        runs, or the context service's queue); None when it serves none."""
         self._turns = turns
         self._human = human
         self._hub = hub
@@ -74,7 +77,7 @@ class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServ
         validate_ack_request(request)
         hub = self._hub_here()
         try:
-            acknowledged = hub.acknowledge(
+            acknowledged = await hub.complete(
                 correlation.current().tenant_id,
                 request.event_id,
                 agent_id=request.agent_id,
@@ -86,10 +89,11 @@ class OrchestratorServicer(orchestrator_service_pb2_grpc.OrchestratorServiceServ
             ) from None
         return pb.AckHandoffResponse(acknowledged=acknowledged)
 
-    def _hub_here(self) -> HandoffHub:
+    def _hub_here(self) -> HandoffQueue:
         if self._hub is None:
             raise failed_precondition(
-                "this orchestrator replica runs no outbox relay and holds no hand-overs",
+                "this orchestrator replica runs no outbox relay and holds no hand-overs "
+                "(ORCHESTRATOR_HANDOFF_QUEUE=context serves them on every replica)",
                 "HANDOFFS_NOT_HERE",
             )
         return self._hub

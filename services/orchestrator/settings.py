@@ -1,10 +1,28 @@
-"""Orchestrator settings."""
+"""Orchestrator settings.
+
+Hand-overs to human agents wait in a hand-over queue (`ORCHESTRATOR_HANDOFF_QUEUE`):
+
+- `memory`: in the process that runs the outbox relay, fed by the in-process bus (the embedded
+  profile). Only that replica serves WatchHandoffs / AckHandoff; a restart loses what waits.
+- `context`: in the context service's durable queue. Every replica serves WatchHandoffs /
+  AckHandoff from it, claiming for the agent's connection every
+  `ORCHESTRATOR_HANDOFF_POLL_SECONDS`. It is fed by the in-process bus where the relay runs
+  it, or, on Azure Service Bus, by the subscription `SERVICE_BUS_SUBSCRIPTION_HANDOFFS` of the
+  actions topic, which every replica reads (competing consumers; a message is completed only
+  once its hand-over is queued).
+- `auto` (default): `context` when the action bus is Service Bus
+  (`AZURE_SERVICE_BUS_CONNECTION_STRING` set), else `memory`. `memory` with Service Bus is
+  refused: nothing would feed it.
+"""
 
 import socket
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from services.mesh.settings import MeshSettings
+
+HandoffQueueKind = Literal["memory", "context"]
 
 
 class OrchestratorSettings(MeshSettings):
@@ -13,7 +31,16 @@ class OrchestratorSettings(MeshSettings):
     handoff_resume_grace_seconds: float = Field(
         10.0, ge=0, validation_alias="ORCHESTRATOR_HANDOFF_RESUME_GRACE_SECONDS"
     )
-    """How long a hand-over socket's unacknowledged events wait for its next watch."""
+    """How long a hand-over socket's unacknowledged events wait for its next watch (with the
+    context queue: the lease of a connection's hand-overs, at least three polls)."""
+    handoff_queue: Literal["auto", "memory", "context"] = Field(
+        "auto", validation_alias="ORCHESTRATOR_HANDOFF_QUEUE"
+    )
+    """Where hand-overs wait for human agents (module docstring)."""
+    handoff_poll_seconds: float = Field(
+        1.0, gt=0, le=60, validation_alias="ORCHESTRATOR_HANDOFF_POLL_SECONDS"
+    )
+    """With the context queue: how often an open watch claims (and renews its leases)."""
     turn_lease_seconds: float = Field(
         30.0, gt=0, validation_alias="ORCHESTRATOR_TURN_LEASE_SECONDS"
     )
@@ -27,6 +54,14 @@ class OrchestratorSettings(MeshSettings):
     service_bus_topic_actions: str = Field(
         "meta-agent-actions", validation_alias="SERVICE_BUS_TOPIC_ACTIONS"
     )
+    service_bus_subscription_handoffs: str = Field(
+        "handoffs",
+        min_length=1,
+        max_length=50,
+        validation_alias="SERVICE_BUS_SUBSCRIPTION_HANDOFFS",
+    )
+    """The subscription of the actions topic that feeds the context hand-over queue (its rule
+    should let `action.handoff_human` and `action.create_ticket` through; no sessions)."""
     outbox_max_attempts: int = Field(20, ge=1, validation_alias="OUTBOX_MAX_ATTEMPTS")
     """Publish attempts before an action is dead-lettered (status failed)."""
     outbox_batch_size: int = Field(100, ge=1, le=500, validation_alias="OUTBOX_BATCH_SIZE")
@@ -39,3 +74,24 @@ class OrchestratorSettings(MeshSettings):
     """The relay's claimant name: unique per replica, kept across restarts (the pod name)."""
     run_relay: bool = Field(True, validation_alias="ORCHESTRATOR_RUN_RELAY")
     """Run the outbox relay in this process (one replica should; see README: Actions)."""
+
+    def service_bus_connection(self) -> str | None:
+        """The Service Bus connection string, or None for the in-process bus."""
+        secret = self.azure_service_bus_connection_string
+        raw = secret.get_secret_value().strip() if secret else ""
+        return None if raw in ("", "memory://") else raw
+
+    def handoff_queue_kind(self) -> HandoffQueueKind:
+        """The hand-over queue in use (`auto` resolved)."""
+        if self.handoff_queue != "auto":
+            return self.handoff_queue
+        return "context" if self.service_bus_connection() else "memory"
+
+    @model_validator(mode="after")
+    def _handoffs_fed(self) -> "OrchestratorSettings":
+        if self.handoff_queue == "memory" and self.service_bus_connection():
+            raise ValueError(
+                "ORCHESTRATOR_HANDOFF_QUEUE=memory cannot be fed from Service Bus: "
+                "use context (or auto)"
+            )
+        return self

@@ -21,7 +21,7 @@ from services.mesh.redaction import scrub_pii
 from services.retrieval.catalogue import finite_struct, product_document, validate_product
 from services.retrieval.chunking import chunk, visible_text
 from services.retrieval.embedders import Embedder
-from services.retrieval.metrics import VECTOR_SEARCH_RESULTS
+from services.retrieval.metrics import vector_search_results
 from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk, VectorStore
 from services.retrieval.tenants import TenantDirectory
 
@@ -228,7 +228,7 @@ class KnowledgeBase:
         found = await self._store.search(
             partitions, vector, top_k, threshold, query if self.hybrid else ""
         )
-        VECTOR_SEARCH_RESULTS.labels(tenant_label(tenant_id)).observe(len(found))
+        vector_search_results(tenant_label(tenant_id)).observe(len(found))
         return [pb.SearchHit(document=c.document, score=score) for c, score in found]
 
     async def delete(self, tenant_id: str, doc_id: str) -> int:

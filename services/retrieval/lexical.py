@@ -70,12 +70,15 @@ class Bm25Index:
 
     def scores(self, query: str) -> dict[str, float]:
         """BM25 score of every key holding at least one query term."""
+        return self._scores(set(terms(query)))
+
+    def _scores(self, query_terms: set[str]) -> dict[str, float]:
         count = len(self._lengths)
         if not count:
             return {}
         average = self._total_length / count or 1.0
         found: dict[str, float] = {}
-        for term in set(terms(query)):
+        for term in query_terms:
             posting = self._postings.get(term)
             if not posting:
                 continue
@@ -93,13 +96,14 @@ class Bm25Index:
         """BM25 scores over the query's ceiling (every term once in a chunk of average length),
         capped at 1."""
         count = len(self._lengths)
+        query_terms = set(terms(query))  # once: folding and stemming cost more than the scoring
         ceiling = sum(
             math.log(1 + (count - df + 0.5) / (df + 0.5))
-            for df in (len(self._postings.get(term, ())) for term in set(terms(query)))
+            for df in (len(self._postings.get(term, ())) for term in query_terms)
         )
         if not ceiling:
             return {}
-        return {key: min(1.0, score / ceiling) for key, score in self.scores(query).items()}
+        return {key: min(1.0, score / ceiling) for key, score in self._scores(query_terms).items()}
 
 
 def fuse(cosine: float, lexical: float, weight: float = LEXICAL_WEIGHT) -> float:

@@ -145,9 +145,12 @@ async def test_the_service_role_owns_nothing_and_cannot_bypass_rls(
         "ON k.table_name = c.relname AND k.column_name = 'tenant_id' "
         "WHERE c.relkind = 'r' AND k.table_schema = 'public'"
     )
-    assert {t["relname"] for t in tables} == {*TENANT_TABLES, "audit_logs", "user_consents"}, (
-        "every table with a tenant_id column is listed here and checked below"
-    )
+    assert {t["relname"] for t in tables} == {
+        *TENANT_TABLES,
+        "audit_logs",
+        "user_consents",
+        "handoff_queue",
+    }, "every table with a tenant_id column is listed here and checked below"
     for table in tables:
         assert table["owner"] != APP_ROLE
         assert table["relrowsecurity"] and table["relforcerowsecurity"], table["relname"]

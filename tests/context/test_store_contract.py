@@ -36,10 +36,10 @@ async def test_tenant_configuration_round_trips(store: SessionStore, tenant: str
         escalation_threshold=0.6,
     )
     assert await store.get_tenant(tenant) is None
-    assert await store.put_tenant(config) is True
+    assert (await store.put_tenant(config)).created is True
     assert await store.get_tenant(tenant) == config
     config.name = "Shop 2"
-    assert await store.put_tenant(config) is False
+    assert (await store.put_tenant(config)).created is False
     assert (await store.get_tenant(tenant)).name == "Shop 2"
 
 

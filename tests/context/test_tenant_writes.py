@@ -77,9 +77,10 @@ def _entry(action: str, entry_id: str = "") -> Any:
 async def test_a_tenant_write_and_its_audit_entry_land_together(
     store: SessionStore, tenant: str
 ) -> None:
-    assert await store.put_tenant(_config(tenant), _entry("tenant_configured")) is True
+    created = await store.put_tenant(_config(tenant), _entry("tenant_configured"))
+    assert (created.created, created.revision) == (True, 1)
     replaced = await store.put_tenant(_config(tenant, name="Bici Sur"), _entry("tenant_configured"))
-    assert replaced is False
+    assert (replaced.created, replaced.revision) == (False, 2)
     assert (await store.get_tenant(tenant)).name == "Bici Sur"
     entries = await store.audit_entries(tenant, 0, 10, AuditFilters())
     assert [(e.action, e.payload["created"], e.actor) for e in entries] == [
@@ -123,7 +124,7 @@ async def test_the_book_audits_a_tenant_write_with_who_made_it(
     replaced = await book.put_tenant(
         tenant, _config(turns_per_minute=30), actor=Actor("gateway", "tenant-admin", "boss")
     )
-    assert (created, replaced) == (True, False)
+    assert (created.created, replaced.created) == (True, False)
     first, second = await store.audit_entries(tenant, 0, 10, AuditFilters())
     assert (first.action, first.actor, first.correlation_id) == (
         "tenant_configured",

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.mesh_process import DevMesh, dev_mesh, mesh_environment
 from tests.support.openai_server import TEST_API_KEY, OpenAIServer
 from tests.support.ports import free_ports
-from tests.support.telemetry_sinks import Sink, telemetry_sink
+from tools.telemetry_sink import Sink, telemetry_sink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

@@ -601,7 +601,7 @@ async def test_the_socket_closes_when_the_token_expires(mesh: InProcessMesh) -> 
             started = time.monotonic()
             code, reason = await agent.closed()
     assert (code, reason) == (1008, "Unauthorized: the token has expired")
-    assert time.monotonic() - started < 3.5, "when it expires, not later"
+    assert time.monotonic() - started < 5.0, "when it expires, not later"
 
 
 @pytest.fixture

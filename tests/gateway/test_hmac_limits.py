@@ -8,10 +8,12 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
+from starlette.requests import Request
 
-from gateway.ratelimit import UNCHECKED
+from gateway.ratelimit import UNCHECKED, caller_address
 from tests.gateway.test_process_api import SEED_REQUEST
 from tests.gateway.test_security import CRM_SECRET, PATH, SecureGateway, secure_gateway
 from tests.support.ports import free_port
@@ -147,6 +149,48 @@ async def test_a_client_past_its_failed_signatures_is_429_until_the_window_ends(
     erp = limited.signed(RAW, client="erp", secret=b"e" * 40, method="POST", target=PATH)
     assert (await limited.process(erp, RAW)).status_code == 200
     assert (await limited.process(limited.token())).status_code == 200
+
+
+def from_address(gateway: SecureGateway, host: str) -> httpx.AsyncClient:
+    """A client of the same gateway whose requests come from `host`."""
+    transport = httpx.ASGITransport(app=gateway.app, client=(host, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://gw")
+
+
+async def test_bad_signatures_from_one_address_do_not_lock_the_client_out_of_another(
+    limited: SecureGateway,
+) -> None:
+    """Knowing a client id is not enough to hold that client off: the failures count per
+    address, so the attacker's address gets 429 and the real client's calls still pass."""
+    before = refusals()
+    async with (
+        from_address(limited, "203.0.113.66") as attacker,
+        from_address(limited, "198.51.100.7") as real,
+    ):
+        for _ in range(3):
+            await limited.refused(
+                await attacker.post(PATH, content=RAW, headers=bad_signature()), 401
+            )
+        locked = await attacker.post(PATH, content=RAW, headers=bad_signature())
+        problem = await limited.refused(locked, 429, "Too Many Requests")
+        assert "3 bad signatures from this client at this address" in problem["detail"]
+        good = limited.signed(RAW, method="POST", target=PATH)
+        await limited.refused(await attacker.post(PATH, content=RAW, headers=good), 429)
+        assert refusals() - before == 2
+
+        good = limited.signed(RAW, method="POST", target=PATH, timestamp=int(time.time()) - 1)
+        reply = await real.post(PATH, content=RAW, headers=good)
+        assert reply.status_code == 200, reply.text
+        limited.orchestrator.seen.clear()
+        # and the real client's own failures have a window of their own
+        await limited.refused(await real.post(PATH, content=RAW, headers=bad_signature()), 401)
+
+
+def test_a_request_without_a_peer_address_has_a_window_of_its_own() -> None:
+    """A server that reports no peer (a Unix socket) keys the failures by the empty address."""
+    assert caller_address(Request({"type": "http", "client": None, "headers": []})) == ""
+    peer = Request({"type": "http", "client": ("203.0.113.66", 40000), "headers": []})
+    assert caller_address(peer) == "203.0.113.66"
 
 
 async def test_replayed_signatures_count_as_failures(limited: SecureGateway) -> None:

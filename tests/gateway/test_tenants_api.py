@@ -143,7 +143,7 @@ async def test_a_tenant_from_creation_to_an_erased_user(public_api: PublicApi) -
         },
     )
     assert chat.status_code == 200, chat.text
-    assert chat.json()["responseText"] == "Casco Aero cuesta 79.9 EUR. Quedan 12."
+    assert chat.json()["responseText"] == "Casco Aero cuesta 79,90 €. Quedan 12."
     assert chat.json()["intent"] == "product_inquiry"
 
     for reader in ("agent", "user"):
@@ -154,7 +154,7 @@ async def test_a_tenant_from_creation_to_an_erased_user(public_api: PublicApi) -
         assert body["shortContext"]["lastIntent"] == "product_inquiry"
         assert [(t["role"], t["text"]) for t in body["turns"]] == [
             ("user", "¿Cuánto cuesta el casco Aero?"),
-            ("agent", "Casco Aero cuesta 79.9 EUR. Quedan 12."),
+            ("agent", "Casco Aero cuesta 79,90 €. Quedan 12."),
         ]
         assert body["turns"][1]["metadata"]["model"] == "offline"
 

@@ -1,13 +1,18 @@
 """Reply templates of the offline responder: placeholders, optional sections, languages."""
 
+from decimal import Decimal
+
+import pytest
 from google.protobuf import json_format
 from metaagent.common.v1 import tenant_pb2
 
 from services.context.demo import demo_tenant
+from services.llm.offline.money import Money, format_money
 from services.llm.offline.replies import (
     display,
     fill,
     intent_template,
+    localized_intent_template,
     reply_language,
     slot_prompt,
 )
@@ -27,6 +32,60 @@ def test_totals_are_shown_in_full() -> None:
     assert display(197999.01) == "197999.01"
     assert display(1234567.5) == "1234567.5"
     assert display(59.9) == "59.9"
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "spanish", "english"),
+    [
+        ("14.5", "EUR", "14,50 €", "€14.50"),
+        ("0.5", "EUR", "0,50 €", "€0.50"),
+        ("1234.5", "EUR", "1234,50 €", "€1,234.50"),
+        ("197999.01", "EUR", "197.999,01 €", "€197,999.01"),
+        ("1000000", "USD", "1.000.000,00 US$", "$1,000,000.00"),
+        ("10.125", "GBP", "10,13 GBP", "£10.13"),
+        ("59.9", "chf", "59,90 CHF", "CHF 59.90"),
+        ("59.9", "", "59,90", "59.90"),
+    ],
+)
+def test_money_has_two_decimals_in_each_languages_convention(
+    amount: str, currency: str, spanish: str, english: str
+) -> None:
+    assert format_money(Decimal(amount), currency, "es") == spanish
+    assert format_money(Decimal(amount), currency, "es-CO") == spanish
+    assert format_money(Decimal(amount), currency, "en") == english
+
+
+def test_money_in_another_language_is_the_amount_and_the_code() -> None:
+    assert format_money(Decimal("14.5"), "EUR", "pt") == "14.50 EUR"
+    assert format_money(Decimal("-3.2"), "EUR", "en") == "-€3.20"
+
+
+@pytest.mark.parametrize("amount", [14.5, Decimal("NaN"), Decimal("Infinity")])
+def test_money_is_never_made_from_a_float_or_a_non_finite_amount(amount: object) -> None:
+    with pytest.raises(ValueError, match="finite Decimal"):
+        format_money(amount, "EUR", "es")  # type: ignore[arg-type]
+
+
+def test_an_amount_beside_its_currency_is_written_as_one() -> None:
+    values = {
+        "price": Money(Decimal("14.50"), "EUR", "es"),
+        "total": Money(Decimal("29.00"), "EUR", "en"),
+        "currency": "EUR",
+    }
+    assert fill("cuesta {price} {currency}", values) == "cuesta 14,50 €"
+    assert fill("costs {currency} {total}", values) == "costs €29.00"
+    # alone, an amount is its number (the template writes the currency itself)
+    assert fill("{price}\u00a0€ ({currency})", values) == "14,50\u00a0€ (EUR)"
+    assert fill("[por {total} {currency}]", {**values, "currency": None}) == ""
+    assert fill("{total} {currency}", {"total": 29.0, "currency": "EUR"}) == "29 EUR"
+
+
+def test_an_intent_template_says_which_language_it_is_written_in() -> None:
+    intent = tenant_pb2.Intent(name="x", reply_template="Hola", reply_templates={"en": "Hi"})
+    assert localized_intent_template(intent, "en", "es") == ("Hi", "en")
+    assert localized_intent_template(intent, "es", "es") == ("Hola", "es")
+    spanish_only = tenant_pb2.Intent(name="x", reply_template="Hola")
+    assert localized_intent_template(spanish_only, "en", "es") == ("Hola", "es")
 
 
 def test_a_missing_placeholder_outside_sections_leaves_nothing_to_send() -> None:

@@ -106,7 +106,7 @@ def test_case_a_in_spanish_orders_within_two_customer_turns() -> None:
     first = chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE, PEGASUS)
     assert first.intent == "checkout_flow"
     assert first.confidence >= 0.6
-    assert "Zapatilla Kobe 6 Protro 'Grinch' cuesta 189.99 EUR" in first.reply_text
+    assert "Zapatilla Kobe 6 Protro 'Grinch' cuesta 189,99 €" in first.reply_text
     assert "nos quedan 7 unidades" in first.reply_text
     assert "me dices tu talla" in first.reply_text
     assert first.actions == []  # never on the first mention of a product
@@ -134,7 +134,7 @@ def test_case_a_in_english_orders_within_two_customer_turns() -> None:
     chat = Conversation()
     first = chat.say("Hi, I left the Kobe sneakers in my cart", KOBE)
     assert first.intent == "checkout_flow"
-    assert first.reply_text.startswith("Great! Zapatilla Kobe 6 Protro 'Grinch' costs 189.99 EUR")
+    assert first.reply_text.startswith("Great! Zapatilla Kobe 6 Protro 'Grinch' costs €189.99")
     assert "we have 7 left" in first.reply_text
     assert first.actions == []
     second = chat.say("yes, size 10", "faq-payment")
@@ -153,7 +153,7 @@ def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
     second = chat.say("quiero comprarla en talla 43, dos pares", KOBE)
     assert second.intent == "checkout_flow" and second.actions == []
     assert second.reply_text == (
-        "Te preparo 2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379.98 EUR. "
+        "Te preparo 2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379,98 €. "
         "¿Confirmas el pedido?"
     )
     third = chat.say("sí", KOBE)
@@ -161,7 +161,7 @@ def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
     params = _params(third)
     assert (params["create_order"]["quantity"], params["create_order"]["size"]) == (2, "43")
     assert params["payment_link"]["amount"] == 379.98
-    assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379.98 EUR" in (
+    assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 379,98 €" in (
         third.reply_text
     )
 
@@ -174,7 +174,7 @@ def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
             "Sí, confirmo",
             "¿En qué talla la quieres? Tenemos 38-46.",
             "43",
-            "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189.99 EUR. "
+            "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189,99 €. "
             "¿Confirmas el pedido?",
             "sí",
             "Hecho: pedido de 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43",
@@ -184,7 +184,7 @@ def test_case_a_with_quiero_comprarla_and_two_pairs() -> None:
             "Yes, I confirm",
             "Which size would you like? We have 38-46.",
             "10",
-            "I'll prepare 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' in size 10 for 189.99 EUR. "
+            "I'll prepare 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' in size 10 for €189.99. "
             "Shall I place the order?",
             "yes",
             "Done: order for 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' in size 10",
@@ -253,7 +253,7 @@ def test_a_size_without_a_yes_gets_the_summary_to_confirm() -> None:
     assert summary.intent == "checkout_flow"
     assert summary.actions == []
     assert summary.reply_text == (
-        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 189.99 EUR. "
+        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 189,99 €. "
         "¿Confirmas el pedido?"
     )
     done = chat.say("sí", "faq-payment")
@@ -272,7 +272,7 @@ def test_a_size_the_product_does_not_come_in_is_asked_again() -> None:
     # "vale" answers the size question, it does not confirm an order never summarised
     again = chat.say("vale, pues la 44, dos pares", KOBE)
     assert again.intent == "checkout_flow" and again.actions == []
-    assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 379.98 EUR" in (
+    assert "2 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 379,98 €" in (
         again.reply_text
     )
     done = chat.say("sí", "faq-payment")
@@ -287,7 +287,7 @@ def test_more_units_than_in_stock_are_asked_again_and_the_new_quantity_reconfirm
     assert "nos quedan 7" in too_many.reply_text
     reconfirm = chat.say("vale, 7", KOBE)
     assert reconfirm.intent == "checkout_flow" and reconfirm.actions == []
-    assert "7 \u00d7" in reconfirm.reply_text and "1329.93 EUR" in reconfirm.reply_text
+    assert "7 \u00d7" in reconfirm.reply_text and "1329,93 €" in reconfirm.reply_text
     done = chat.say("sí", KOBE)
     assert _params(done)["create_order"]["quantity"] == 7
 
@@ -298,7 +298,7 @@ def test_changing_the_product_while_giving_the_size_needs_a_new_confirmation() -
     chat.say("Sí, confirmo", "faq-payment")
     switched = chat.say("mejor las Pegasus en la 42", PEGASUS, KOBE)
     assert switched.intent == "checkout_flow" and switched.actions == []
-    assert "Pegasus 41 en talla 42 por 139.99 EUR" in switched.reply_text
+    assert "Pegasus 41 en talla 42 por 139,99 €" in switched.reply_text
     done = chat.say("sí", "faq-payment")
     assert _params(done)["create_order"]["productId"] == PEGASUS
 
@@ -308,7 +308,7 @@ def test_a_yes_that_switches_product_gets_the_summary_of_the_new_one_first() -> 
     chat.say("Hola, dejé unas zapatillas Kobe en el carrito", KOBE)
     switched = chat.say("sí, pero mejor las Pegasus en la 42", PEGASUS, KOBE)
     assert switched.intent == "checkout_flow" and switched.actions == []
-    assert "Pegasus 41 en talla 42 por 139.99 EUR" in switched.reply_text
+    assert "Pegasus 41 en talla 42 por 139,99 €" in switched.reply_text
     assert _params(chat.say("sí", PEGASUS))["create_order"]["productId"] == PEGASUS
 
 
@@ -319,7 +319,7 @@ def test_apparel_sizes_and_a_sold_out_product() -> None:
     assert sold_out.actions == []
     chat.say("quiero comprar la camiseta técnica", SHIRT, KOBE)
     summary = chat.say("sí, talla L, 2 unidades", SHIRT)
-    assert summary.actions == [] and "por 59.9 EUR" in summary.reply_text
+    assert summary.actions == [] and "por 59,90 €" in summary.reply_text
     done = chat.say("sí", SHIRT)
     params = _params(done)
     assert (params["create_order"]["productId"], params["create_order"]["size"]) == (SHIRT, "L")
@@ -368,7 +368,7 @@ def test_address_and_email_are_collected_and_travel_with_the_next_order() -> Non
     offer = chat.say("quiero comprar las Pegasus", PEGASUS)
     assert "en talla 43" in offer.reply_text  # the size of the last order
     summary = chat.say("sí, en la 42", PEGASUS)  # another size: seen before it is ordered
-    assert summary.actions == [] and "Pegasus 41 en talla 42 por 139.99 EUR" in (summary.reply_text)
+    assert summary.actions == [] and "Pegasus 41 en talla 42 por 139,99 €" in (summary.reply_text)
     order = chat.say("sí", PEGASUS)
     assert _params(order)["create_order"]["size"] == "42"
     params = _params(order)
@@ -532,7 +532,7 @@ def test_a_degraded_yes_after_a_model_turn_orders_the_product_the_model_talked_a
     summary = chat.say("sí, la 43", PEGASUS, KOBE)
     assert summary.intent == "checkout_flow" and summary.actions == []
     assert summary.reply_text == (
-        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189.99 EUR. "
+        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189,99 €. "
         "¿Confirmas el pedido?"
     )
     assert chat.entities["product"]["id"] == KOBE  # the name is now the catalogue entry
@@ -597,11 +597,11 @@ def test_a_yes_that_changes_the_quantity_shows_the_new_total_before_ordering() -
     chat = Conversation()
     chat.say("quiero comprar las kobe", KOBE)
     summary = chat.say("talla 44, 2 pares", KOBE)
-    assert "2 \u00d7" in summary.reply_text and "379.98 EUR" in summary.reply_text
+    assert "2 \u00d7" in summary.reply_text and "379,98 €" in summary.reply_text
     changed = chat.say("sí, pero mejor 5 pares", KOBE)
     assert changed.intent == "checkout_flow" and changed.actions == []
     assert changed.reply_text == (
-        "Te preparo 5 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 949.95 EUR. "
+        "Te preparo 5 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 44 por 949,95 €. "
         "¿Confirmas el pedido?"
     )
     done = chat.say("sí", KOBE)
@@ -615,7 +615,7 @@ def test_a_yes_that_changes_the_size_shows_the_summary_again() -> None:
     chat.say("talla 44", KOBE)
     changed = chat.say("sí, pero en la 45", KOBE)
     assert changed.intent == "checkout_flow" and changed.actions == []
-    assert "en talla 45 por 189.99 EUR" in changed.reply_text
+    assert "en talla 45 por 189,99 €" in changed.reply_text
     assert _params(chat.say("sí", KOBE))["create_order"]["size"] == "45"
 
 
@@ -625,7 +625,7 @@ def test_a_quantity_given_on_the_first_message_is_confirmed_with_its_total() -> 
     chat.say("quiero comprar 2 pares de las kobe", KOBE)
     summary = chat.say("sí, la 43", KOBE)
     assert summary.actions == [] and "2 \u00d7" in summary.reply_text
-    assert "379.98 EUR" in summary.reply_text
+    assert "379,98 €" in summary.reply_text
     assert _params(chat.say("sí", KOBE))["payment_link"]["amount"] == 379.98
 
 

@@ -632,15 +632,15 @@ async def test_no_retry_waits_past_the_inbound_deadline(
 async def test_the_request_timeout_is_cut_to_the_deadline(
     server: OpenAIServer, make: Any, sleep: RecordingSleep
 ) -> None:
-    server.script(slow(3.0))
-    call = correlation.CallContext(deadline=correlation.with_deadline_in(0.3))
+    server.script(slow(12.0))
+    call = correlation.CallContext(deadline=correlation.with_deadline_in(1.0))
 
     started = time.monotonic()
     with correlation.bound(call), pytest.raises(ProviderError) as caught:
-        await make(timeout=5.0).complete(ChatRequest(SEED_MESSAGES))
+        await make(timeout=10.0).complete(ChatRequest(SEED_MESSAGES))
 
     assert caught.value.kind == "timeout"
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 6.0
     assert len(server.requests) == 1 and sleep.calls == []
 
 

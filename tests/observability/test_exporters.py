@@ -19,7 +19,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from services.mesh import correlation, tracing
 from services.mesh.settings import MeshSettings
-from tests.support.telemetry_sinks import Sink, telemetry_sink
+from tools.telemetry_sink import Sink, telemetry_sink
 
 pytestmark = pytest.mark.timeout(60)
 

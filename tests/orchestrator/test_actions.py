@@ -841,7 +841,7 @@ def test_a_yes_given_before_the_size_does_not_cover_the_order_a_turn_later() -> 
     assert shown.intent == "checkout_flow"
     assert shown.actions == [] and result.kept == () and result.dropped == ()
     assert shown.reply_text == (
-        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189.99 EUR. "
+        "Te preparo 1 \u00d7 Zapatilla Kobe 6 Protro 'Grinch' en talla 43 por 189,99 €. "
         "¿Confirmas el pedido?"
     )
     assert shown.entities["awaiting"] == "confirmation"

@@ -290,6 +290,45 @@ async def test_each_sweep_reports_the_backlog_and_the_age_of_its_oldest_message(
     )
 
 
+IDLE_SWEEPS = 5
+
+
+async def test_idle_sweeps_log_nothing_at_info(
+    clients: MeshClients, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay polls ListOutbox every second while the outbox is empty: steady polling is
+    logged at DEBUG (the context server's access line included), never a line per second."""
+    relay = OutboxRelay(clients, LocalBus())
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(IDLE_SWEEPS):
+            assert (await relay.run_once()).listed == 0
+    loud = [
+        f"{r.name} {r.levelname} {r.getMessage()}"
+        for r in caplog.records
+        if r.levelno >= logging.INFO
+    ]
+    assert loud == []
+    polls = [r for r in caplog.records if r.getMessage().endswith("/ListOutbox OK")]
+    assert [r.levelno for r in polls] == [logging.DEBUG] * IDLE_SWEEPS
+
+
+async def test_a_refused_poll_is_still_logged_at_info(
+    state_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'context.db'}"
+    async with context_service(state_dir, store_url=store_url) as settings:
+        gateway = MeshClients(settings, "gateway")  # not a caller ListOutbox admits
+        try:
+            with caplog.at_level(logging.DEBUG):
+                report = await OutboxRelay(gateway, LocalBus()).run_once()
+        finally:
+            await gateway.close()
+    assert report.context_error == "PERMISSION_DENIED"
+    [refused] = [r for r in caplog.records if r.name == "metaagent.rpc"]
+    assert refused.levelno == logging.INFO
+    assert refused.getMessage().endswith("/ListOutbox PERMISSION_DENIED")
+
+
 async def test_a_message_the_broker_refuses_fails_alone(clients: MeshClients) -> None:
     order, link = await commit_turn(clients, "demo", "s-big", "corr-big", CHECKOUT)
     ticket, handoff = await commit_turn(clients, "demo", "s-big", "corr-big-2", ESCALATION)

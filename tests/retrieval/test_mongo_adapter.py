@@ -1,16 +1,27 @@
 """The MongoDB / Cosmos DB adapter: the pipelines and indexes it builds, and (when MONGODB_URI
 is set) the vector-store contract against a real server."""
 
+import logging
 import math
 import os
 import sys
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import struct_pb2
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    OperationFailure,
+    PyMongoError,
+)
 
+from services.mesh.errors import MeshError
 from services.retrieval.stores import GLOBAL_PARTITION, IndexedChunk
 from services.retrieval.stores.mongo import (
     MongoVectorStore,
@@ -102,6 +113,73 @@ def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "pymongo", None)
     with pytest.raises(ImportError, match=r"metaagent\[mongodb\]"):
         MongoVectorStore.connect("mongodb://x", "db", "vectors", 3, "atlas")
+
+
+PASSWORD = "S3cr3t-Passw0rd"
+HOST = "cluster0.tenant-secrets.mongodb.net"
+URI = f"mongodb+srv://metaagent:{PASSWORD}@{HOST}/?authSource=admin"
+
+
+class FailingCollection:
+    """A collection whose every call raises `error`, as the driver would."""
+
+    def __init__(self, error: PyMongoError) -> None:
+        self.error = error
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "logged"),
+    [
+        (
+            OperationFailure(
+                f"Authentication failed connecting to {URI}",
+                code=18,
+                details={"codeName": "AuthenticationFailed", "errmsg": f"bad auth on {URI}"},
+            ),
+            "OperationFailure (code 18 AuthenticationFailed)",
+        ),
+        (
+            OperationFailure(f"index missing on {HOST}", code=27, details={"codeName": URI}),
+            "OperationFailure (code 27)",  # a code name that is not a name is left out
+        ),
+        (
+            BulkWriteError({"writeErrors": [{"errmsg": f"E11000 on {URI}"}]}),
+            "BulkWriteError (code 65)",
+        ),
+        (ConfigurationError(f"bad option in {URI}"), "ConfigurationError (code none)"),
+    ],
+    ids=["auth", "odd-code-name", "bulk-write", "no-code"],
+)
+async def test_a_refusal_logs_the_error_class_and_code_never_the_drivers_message(
+    caplog: pytest.LogCaptureFixture, error: PyMongoError, logged: str
+) -> None:
+    assert PASSWORD in str(error) + repr(getattr(error, "details", "")) or HOST in str(error)
+    store = MongoVectorStore(FailingCollection(error), 3, "atlas")
+    with caplog.at_level(logging.DEBUG), pytest.raises(MeshError) as refused:
+        await store.get("acme", "c1")
+    assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.reason == "VECTOR_STORE_REFUSED"
+    [record] = [r for r in caplog.records if r.name == "services.retrieval.stores.mongo"]
+    assert record.levelno == logging.ERROR
+    assert record.getMessage() == f"the vector store refused an operation: {logged}"
+    for leaked in (PASSWORD, HOST, "metaagent:"):
+        assert leaked not in caplog.text
+        assert leaked not in refused.value.message
+
+
+async def test_an_unreachable_server_is_unavailable_and_names_no_host(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = MongoVectorStore(
+        FailingCollection(AutoReconnect(f"{HOST}:27017: timed out")), 3, "atlas"
+    )
+    with caplog.at_level(logging.DEBUG), pytest.raises(MeshError) as refused:
+        await store.get("acme", "c1")
+    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    assert HOST not in caplog.text and HOST not in refused.value.message
 
 
 @pytest.mark.skipif(

@@ -261,7 +261,7 @@ async def test_retry_after_ms_is_honoured_in_real_time(server: OpenAIServer, mak
     started = time.monotonic()
     await embedder.embed(["busy"])
 
-    assert 0.3 <= time.monotonic() - started < 2.0  # milliseconds win over seconds
+    assert 0.3 <= time.monotonic() - started < 4.0  # milliseconds win over seconds
     assert len(server.requests) == 2
 
 

@@ -129,7 +129,7 @@ async def test_commit_refuses_unknown_sessions_and_empty_turns(book: ContextBook
 
 async def test_tenant_configuration_is_validated_and_scoped(book: ContextBook) -> None:
     created = await book.put_tenant("newco", tenant_pb2.TenantConfig(name="NewCo"))
-    assert created is True
+    assert created.created is True
     assert (await book.tenant("newco")).tenant_id == "newco"
     with pytest.raises(MeshError) as mismatch:
         await book.put_tenant("newco", tenant_pb2.TenantConfig(tenant_id="acme", name="x"))
@@ -140,7 +140,8 @@ async def test_tenant_configuration_is_validated_and_scoped(book: ContextBook) -
         "tenant.name",
         "tenant.escalation_threshold",
     }
-    assert await book.put_tenant("newco", tenant_pb2.TenantConfig(name="NewCo 2")) is False
+    replaced = await book.put_tenant("newco", tenant_pb2.TenantConfig(name="NewCo 2"))
+    assert (replaced.created, replaced.revision) == (False, 2)
     assert (await book.tenant("newco")).name == "NewCo 2"
 
 

@@ -70,7 +70,7 @@ def test_a_checkout_fills_the_template_and_remembers_the_product() -> None:
         _prompt("Quiero comprar la zapatilla Kobe, la dejé en el carrito.")
     )
     assert generation.intent == "checkout_flow"
-    assert "Kobe 6 cuesta 189.99 EUR y nos quedan 7 unidades" in generation.reply_text
+    assert "Kobe 6 cuesta 189,99 € y nos quedan 7 unidades" in generation.reply_text
     assert generation.actions == []
     assert generation.model == "offline"
     assert json_format.MessageToDict(generation.entities)["product"]["id"] == "kobe-6"
@@ -167,7 +167,7 @@ def test_a_yes_after_a_checkout_that_did_not_ask_to_confirm_orders_nothing() -> 
     generation = RESPONDER.generate(prompt)
     assert generation.actions == []
     assert generation.intent == "checkout_flow"
-    assert generation.reply_text.startswith("Te preparo 1 \u00d7 Kobe 6 por 189.99 EUR.")
+    assert generation.reply_text.startswith("Te preparo 1 \u00d7 Kobe 6 por 189,99 €.")
     assert generation.entities["awaiting"] == "confirmation"
 
 
@@ -177,11 +177,71 @@ def test_amounts_are_decimals_from_the_catalogue_price_to_the_cent() -> None:
     order, link = (json_format.MessageToDict(a.params) for a in generation.actions)
     assert order["unitPrice"] == 10.13  # Decimal("10.125") to the cent, half up
     assert link["amount"] == 30.39  # 10.13 x 3, not round(10.125 * 3, 2) == 30.38
-    assert "por 30.39 EUR" in generation.reply_text  # the total shown is the amount charged
+    assert "por 30,39 €" in generation.reply_text  # the total shown is the amount charged
     big = {**KOBE, "price": 1999.99, "stock": 100.0}
     generation = _confirm(big, "sí", quantity=99, confirming={"product": "kobe-6", "quantity": 99})
     assert json_format.MessageToDict(generation.actions[1].params)["amount"] == 197999.01
-    assert "por 197999.01 EUR" in generation.reply_text
+    assert "por 197.999,01 €" in generation.reply_text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Quiero comprar la zapatilla Kobe", "Kobe 6 cuesta 14,50 € y nos quedan"),
+        ("I want to buy the Kobe sneakers", "Kobe 6 costs €14.50 and we have"),
+    ],
+    ids=["es", "en"],
+)
+def test_prices_are_written_with_two_decimals_as_the_customers_language_does(
+    text: str, shown: str
+) -> None:
+    """14.5 in the catalogue is "14,50 €" in Spanish and "€14.50" in English, never "14.5 EUR"."""
+    cheap = {**KOBE, "price": 14.5}
+    prompt = _prompt(text, product_doc=False)
+    prompt.documents.append(
+        pb.RetrievedDocument(doc_id="kobe-6", text="Kobe 6", score=0.4, fields=_struct(cheap))
+    )
+    generation = RESPONDER.generate(prompt)
+    assert generation.intent == "checkout_flow"
+    assert shown in generation.reply_text
+    assert "14.5 " not in generation.reply_text and "EUR" not in generation.reply_text
+
+
+@pytest.mark.parametrize(
+    ("language", "summary"),
+    [
+        ("es", "Te preparo 3 \u00d7 Kobe 6 por 4331,13 €."),
+        ("en", "I'll prepare 3 \u00d7 Kobe 6 for €4,331.13."),
+    ],
+    ids=["es", "en"],
+)
+def test_a_total_is_the_decimal_amount_charged_in_the_languages_convention(
+    language: str, summary: str
+) -> None:
+    big = {**KOBE, "price": 1443.71, "stock": 10.0}  # 3 x 1443.71 = 4331.13 exactly
+    prompt = _prompt(
+        "3",
+        product_doc=False,
+        last_intent="checkout_flow",
+        entities={"product": big, "language": language, "awaiting": "quantity"},
+    )
+    generation = RESPONDER.generate(prompt)
+    assert generation.reply_text.startswith(summary)
+
+
+def test_a_template_in_the_default_language_shows_amounts_in_that_language() -> None:
+    """A tenant whose checkout has only its Spanish template answers an English customer in
+    Spanish: the amount follows the text ("14,50 €"), not the customer ("€14.50")."""
+    tenant = demo_tenant()
+    del tenant.intents[0].reply_templates["en"]
+    cheap = {**KOBE, "price": 14.5}
+    prompt = _prompt("I want to buy the Kobe sneakers", product_doc=False, tenant=tenant)
+    prompt.documents.append(
+        pb.RetrievedDocument(doc_id="kobe-6", text="Kobe 6", score=0.4, fields=_struct(cheap))
+    )
+    generation = RESPONDER.generate(prompt)
+    assert generation.intent == "checkout_flow"
+    assert "Kobe 6 cuesta 14,50 € y nos quedan" in generation.reply_text
 
 
 def test_without_a_price_no_money_moves_and_a_person_takes_over() -> None:
@@ -246,12 +306,12 @@ def test_a_models_order_id_entity_is_known() -> None:
         (
             "43",
             "es",
-            "Te preparo 1 \u00d7 Kobe 6 en talla 43 por 189.99 EUR. ¿Confirmas el pedido?",
+            "Te preparo 1 \u00d7 Kobe 6 en talla 43 por 189,99 €. ¿Confirmas el pedido?",
         ),
         (
             "size 43",
             "en",
-            "I'll prepare 1 \u00d7 Kobe 6 in size 43 for 189.99 EUR. Shall I place the order?",
+            "I'll prepare 1 \u00d7 Kobe 6 in size 43 for €189.99. Shall I place the order?",
         ),
     ],
     ids=["es", "en"],

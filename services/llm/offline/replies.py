@@ -1,6 +1,11 @@
 """Reply texts: the tenant's templates in the reply language, the platform's wording where the
 tenant has none, and the small template language they share (see tenant.proto, Intent):
 "{slot}" placeholders, "[...]" optional sections and "{!slot}" (only while the slot is unknown).
+
+Money: "{price}" and "{total}" are `Money` values. Next to "{currency}" ("{total} {currency}",
+"{currency} {total}") the pair becomes the amount as the text's language writes it ("14,50 €",
+"€14.50"; services/llm/offline/money.py); alone, the amount with two decimals ("14,50"), so a
+template that writes its own currency ("{price} €") keeps it.
 """
 
 import re
@@ -11,9 +16,12 @@ from typing import Any
 from metaagent.common.v1 import tenant_pb2
 
 from services.llm.offline.language import primary
+from services.llm.offline.money import Money
 
 SECTION = re.compile(r"\[([^\[\]]*)\]")
 PLACEHOLDER = re.compile(r"\{(!?)([a-z_]+)\}")
+MONEY_PAIR = re.compile(r"\{(price|total)\}[ \t]*\{currency\}|\{currency\}[ \t]*\{(price|total)\}")
+"""An amount placeholder beside the currency's: written together, as the language does."""
 
 # The platform's wording for asking a slot, per language ("ask" when missing, "invalid" when
 # the value cannot be used). Tenants override any of it with TenantConfig.slot_prompts.
@@ -135,7 +143,10 @@ HANDOFF = {
 
 def display(value: object) -> str:
     """Values as people write them: 7, not 7.0; 379.98, not 379.97999999999996; 197999.01 in
-    full (never cut to six significant digits: a total shown is the amount charged)."""
+    full (never cut to six significant digits: a total shown is the amount charged). Money
+    is its amount with two decimals in its language's separators."""
+    if isinstance(value, Money):
+        return value.number()
     if isinstance(value, Decimal):
         value = float(value)
     if isinstance(value, float):
@@ -143,6 +154,12 @@ def display(value: object) -> str:
             return str(int(value))
         return repr(round(value, 2)) if abs(value) < 1e15 else str(value)
     return str(value)
+
+
+def _money_pair(match: re.Match[str], values: Mapping[str, Any]) -> str:
+    """ "{total} {currency}" as one amount ("14,50 €"); unchanged when the amount is not Money."""
+    amount = values[match.group(1) or match.group(2)]
+    return str(amount) if isinstance(amount, Money) else match.group(0)
 
 
 def _known(values: Mapping[str, Any], name: str) -> bool:
@@ -168,6 +185,7 @@ def fill(template: str, values: Mapping[str, Any]) -> str | None:
         text = resolved
     if any(not neg and not _known(values, name) for neg, name in PLACEHOLDER.findall(text)):
         return None
+    text = MONEY_PAIR.sub(lambda m: _money_pair(m, values), text)
     text = PLACEHOLDER.sub(lambda m: "" if m.group(1) else display(values[m.group(2)]), text)
     text = re.sub(r"[ \t]{2,}", " ", text)
     return re.sub(r"\s+([.,;:!?])", r"\1", text).strip()
@@ -199,12 +217,20 @@ def reply_language(tenant: tenant_pb2.TenantConfig, wanted: str) -> str:
 
 def intent_template(intent: tenant_pb2.Intent, language: str, default_language: str) -> str:
     """The intent's reply template in `language`, else in the tenant's default language."""
+    return localized_intent_template(intent, language, default_language)[0]
+
+
+def localized_intent_template(
+    intent: tenant_pb2.Intent, language: str, default_language: str
+) -> tuple[str, str]:
+    """`intent_template` and the language it is written in (what its amounts follow)."""
     if language == default_language and intent.reply_template:
-        return intent.reply_template
+        return intent.reply_template, language
     found = in_language(intent.reply_templates, language)
     if found:
-        return found
-    return intent.reply_template or in_language(intent.reply_templates, default_language)
+        return found, language
+    fallback = intent.reply_template or in_language(intent.reply_templates, default_language)
+    return fallback, default_language
 
 
 def slot_prompt(tenant: tenant_pb2.TenantConfig, slot: str, kind: str, language: str) -> str:

@@ -48,12 +48,13 @@ turn right after a reply that asked to confirm ("awaiting" is "confirmation"), w
 the orchestrator keeps them (services/orchestrator/actions/validation.py, the confirmation
 rule); on any other turn the follow-up shows the order summary to confirm instead.
 
-Money: unit prices and totals are Decimals from the catalogue's price, to the cent; a product
+Money: unit prices and totals are Decimals from the catalogue's price, to the cent, and a reply
+writes them as its language does ("14,50 €", "€14.50": services/llm/offline/money.py); a product
 without a usable price gets no create_order or payment_link: the customer is handed over.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -75,6 +76,7 @@ from services.llm.offline.language import (
     primary,
     wants_human,
 )
+from services.llm.offline.money import Money
 from services.llm.offline.replies import (
     DECLINED,
     FALLBACK,
@@ -85,7 +87,7 @@ from services.llm.offline.replies import (
     PLACEHOLDER,
     TICKET_WITHOUT_SLOT,
     fill,
-    intent_template,
+    localized_intent_template,
     platform_text,
     reply_language,
     slot_prompt,
@@ -270,7 +272,9 @@ class OfflineResponder:
         confidence: float,
         reason: str = "",
     ) -> pb.Generation:
-        template = intent_template(intent, turn.language, turn.default_language)
+        template, written_in = localized_intent_template(
+            intent, turn.language, turn.default_language
+        )
         # only an intent that shows the product before anything is confirmed may offer the
         # best retrieved one; a follow-up takes the product the customer was shown
         known, product = self._known(
@@ -289,7 +293,7 @@ class OfflineResponder:
                 for issue in slot_issues(follower.required_slots, known)
                 if issue.kind == "invalid"
             ]
-        values = _values(known, product, turn.prompt)
+        values = _values(known, product, turn.prompt, turn.language)
         if issues:
             return self._ask(turn, intent.name, confidence, issues[0], values)
         if _moves_money(intent.action_types, turn) and _unit_price(product) is None:
@@ -299,7 +303,7 @@ class OfflineResponder:
             # the reply before asked for something else (the slot a yes lacked): a yes given
             # before it does not cover the order as it now stands; the summary to confirm
             return self._summary(turn, _gate_of(turn.tenant, intent), intent)
-        reply = fill(template, values) if template else None
+        reply = fill(template, _written_in(values, written_in)) if template else None
         if reply is None and (reason or intent is BUILT_IN_HANDOFF):
             reply = platform_text(HANDOFF, turn.language)
         if reply is None:
@@ -326,7 +330,7 @@ class OfflineResponder:
         the gate's. The product is the one named or remembered, never a retrieved guess."""
         known, product = self._known(turn, follower.required_slots, "{product}", fallback=False)
         issues = slot_issues(follower.required_slots, known)
-        values = _values(known, product, turn.prompt)
+        values = _values(known, product, turn.prompt, turn.language)
         blocking = [i for i in issues if not (i.slot == "size" and i.kind == "missing")]
         if blocking:
             return self._ask(turn, gate.name, CONTINUED_CONFIDENCE, blocking[0], values)
@@ -379,7 +383,7 @@ class OfflineResponder:
         kinds = [kind for kind in intent.action_types if kind in allowed]
         hands_over = set(intent.action_types) <= HANDOVER_ACTIONS
         if slot != "order_id" or not kinds or not hands_over:
-            values = _values(known, product, turn.prompt)
+            values = _values(known, product, turn.prompt, turn.language)
             return self._ask(turn, intent.name, KEPT_CONFIDENCE, Issue(slot, "missing"), values)
         texts = HANDOFF_WITHOUT_SLOT if "handoff_human" in kinds else TICKET_WITHOUT_SLOT
         return _generation(
@@ -601,8 +605,12 @@ def _moves_money(action_types: Iterable[str], turn: Turn) -> bool:
 
 
 def _values(
-    known: Mapping[str, Any], product: Mapping[str, Any] | None, prompt: pb.Prompt
+    known: Mapping[str, Any],
+    product: Mapping[str, Any] | None,
+    prompt: pb.Prompt,
+    language: str,
 ) -> dict[str, Any]:
+    """What templates fill in; the unit price and the total are Money shown in `language`."""
     values: dict[str, Any] = {
         slot: known.get(slot) for slot in ("size", "address", "email", "phone", "order_id")
     }
@@ -611,16 +619,27 @@ def _values(
         price = _unit_price(product)
         quantity = _quantity(known)
         sizes = product_sizes(product)
+        currency = product.get("currency")
+        code = currency if isinstance(currency, str) else ""
         values |= {
             "product": product.get("name"),
-            "price": float(price) if price is not None else None,
-            "currency": product.get("currency"),
+            "price": Money(price, code, language) if price is not None else None,
+            "currency": currency,
             "stock": product.get("stock"),
             "options": format_sizes(sizes) if sizes else None,
             "quantity": quantity,
-            "total": float(_total(price, quantity)) if price is not None else None,
+            "total": Money(_total(price, quantity), code, language) if price is not None else None,
         }
     return values
+
+
+def _written_in(values: Mapping[str, Any], language: str) -> dict[str, Any]:
+    """`values` for a text written in `language` (a tenant template in its default language
+    answering a customer who writes in another): amounts follow the text's language."""
+    return {
+        name: replace(value, language=language) if isinstance(value, Money) else value
+        for name, value in values.items()
+    }
 
 
 def _summary_text(turn: Turn) -> str:

@@ -8,6 +8,10 @@ action id (the bus delivers at least once). Attach consumers to the local bus wi
     await subscribe_local(local_bus, consumers.all)
     # or
     ServiceBusSubscriber(conn, "orders", router(consumers.all), topic=topic, sessions=True)
+
+Hand-overs go to an in-memory `HandoffHub` by default, or to the context service's durable
+queue shared by every replica (`EmbeddedConsumers.create(hub=ContextHandoffQueue(clients))`,
+fed from Service Bus by `feed.handoff_feed`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Protocol
 
 from services.orchestrator.bus import BusMessage, Router
 from services.orchestrator.bus.local import LocalBus
-from services.orchestrator.consumers.handoff import HandoffConsumer, HandoffHub
+from services.orchestrator.consumers.handoff import HandoffConsumer, HandoffHub, HandoffQueue
 from services.orchestrator.consumers.orders import OrdersConsumer
 from services.orchestrator.consumers.payments import LocalPayments, PaymentsProvider
 
@@ -58,11 +62,16 @@ class EmbeddedConsumers:
     handoff: HandoffConsumer
 
     @classmethod
-    def create(cls, payments: PaymentsProvider | None = None) -> EmbeddedConsumers:
-        return cls(OrdersConsumer(payments or LocalPayments()), HandoffConsumer(HandoffHub()))
+    def create(
+        cls, payments: PaymentsProvider | None = None, hub: HandoffQueue | None = None
+    ) -> EmbeddedConsumers:
+        """`hub`: where hand-overs go (an in-memory `HandoffHub` when None)."""
+        return cls(
+            OrdersConsumer(payments or LocalPayments()), HandoffConsumer(hub or HandoffHub())
+        )
 
     @property
-    def hub(self) -> HandoffHub:
+    def hub(self) -> HandoffQueue:
         """Where the gateway's agent WebSocket connects."""
         return self.handoff.hub
 

@@ -29,8 +29,11 @@ redelivered action neither queues nor delivers its hand-over twice. Two ways to 
 answers False for is dropped. The orchestrator's answers False once the event's session is gone
 (the user was erased), so an erased user's transcript and text reach no agent afterwards.
 
-Events live in memory (embedded profile): a restart loses undelivered hand-overs, which the
-turns' transcripts and the ticket actions' failed/sent statuses still record.
+`HandoffQueue` is the port the orchestrator's WatchHandoffs / AckHandoff and the consumer use:
+`HandoffHub` keeps events in memory (the embedded profile, one process: a restart loses
+undelivered hand-overs, which the turns' transcripts and the ticket actions' statuses still
+record); `handoff_context.ContextHandoffQueue` keeps them in the context service's durable
+hand-over queue, shared by every orchestrator replica.
 """
 
 from __future__ import annotations
@@ -38,159 +41,68 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict, deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, Final
-
-from google.protobuf import struct_pb2, timestamp_pb2
-from metaagent.common.v1 import conversation_pb2
-from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
+from typing import Final, Protocol
 
 from services.orchestrator.bus import BusMessage
+from services.orchestrator.consumers.handoff_event import (
+    HANDOFF,
+    TICKET,
+    HandoffEvent,
+    HandoffHeldElsewhere,
+)
 
 __all__ = [
     "HandoffConsumer",
     "HandoffEvent",
     "HandoffHeldElsewhere",
     "HandoffHub",
+    "HandoffQueue",
+    "HandoffStream",
     "HandoffWatch",
+    "StillWanted",
 ]
 
 log = logging.getLogger(__name__)
 
-HANDOFF: Final = "action.handoff_human"
-TICKET: Final = "action.create_ticket"
-KINDS: Final = {HANDOFF: "handoff", TICKET: "ticket"}
-PROTO_KINDS: Final = {"handoff": pb.HANDOFF_KIND_HANDOFF, "ticket": pb.HANDOFF_KIND_TICKET}
-PROTO_ROLES: Final = {
-    "user": conversation_pb2.TURN_ROLE_USER,
-    "agent": conversation_pb2.TURN_ROLE_AGENT,
-    "human": conversation_pb2.TURN_ROLE_HUMAN,
-}
+StillWanted = Callable[[HandoffEvent], Awaitable[bool]]
+"""Asked before an event is delivered; False drops it (module docstring)."""
 
 
-@dataclass(frozen=True)
-class HandoffEvent:
-    event_id: str
-    """The action id."""
-    kind: str
-    """"handoff" (a person should take over) or "ticket" (a follow-up is needed)."""
-    tenant_id: str
-    session_id: str
-    correlation_id: str
-    reason: str = ""
-    summary: str = ""
-    transcript: tuple[Mapping[str, str], ...] = ()
-    """The conversation as role/text pairs, oldest first (the escalation's `transcript`)."""
-    customer_text: str = ""
-    """The message that triggered it (`customerText`), when the action carried one."""
-    entities: Mapping[str, Any] = field(default_factory=dict)
-    user: Mapping[str, Any] = field(default_factory=dict)
-    order_id: str = ""
-    language: str = ""
-    created_at: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
-    """Every parameter of the action, as sent."""
+class HandoffStream(Protocol):
+    """One watch's events (`HandoffQueue.watch`): iterate it; each event stays in flight with
+    the watch's connection until its agent acknowledges it."""
 
-    @classmethod
-    def from_message(cls, message: BusMessage) -> HandoffEvent:
-        payload = message.payload()
-        params = message.params()
-        user = params.get("user")
-        if not isinstance(user, dict):
-            user = {"userId": params["userId"]} if params.get("userId") else {}
-        entities = params.get("entities")
-        return cls(
-            event_id=message.message_id,
-            kind=KINDS.get(message.subject, message.action_type),
-            tenant_id=message.tenant_id,
-            session_id=message.session_id,
-            correlation_id=message.correlation_id,
-            reason=_text(params.get("reason")),
-            summary=_text(params.get("summary")),
-            transcript=_turns(params.get("transcript")),
-            customer_text=_text(params.get("customerText")),
-            entities=entities if isinstance(entities, dict) else {},
-            user=user,
-            order_id=_text(params.get("orderId")),
-            language=_text(params.get("language")),
-            created_at=_text(payload.get("createdAt")),
-            params=params,
-        )
+    expired: bool
+    """Set by the caller when the watch ends because its deadline passed (its connection is
+    expected to watch again): its in-flight events are kept for it a while."""
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (decimals as strings), for the agent's WebSocket."""
-        result: dict[str, Any] = _plain(
-            {
-                "eventId": self.event_id,
-                "kind": self.kind,
-                "tenantId": self.tenant_id,
-                "sessionId": self.session_id,
-                "correlationId": self.correlation_id,
-                "reason": self.reason,
-                "summary": self.summary,
-                "transcript": [dict(turn) for turn in self.transcript],
-                "customerText": self.customer_text,
-                "entities": dict(self.entities),
-                "user": dict(self.user),
-                "orderId": self.order_id,
-                "language": self.language,
-                "createdAt": self.created_at,
-                "params": dict(self.params),
-            }
-        )
-        return result
+    def __aiter__(self) -> HandoffStream: ...
 
-    def as_proto(self) -> pb.HandoffEvent:
-        """The event as WatchHandoffs streams it."""
-        created_at = None
-        if self.created_at:
-            created_at = timestamp_pb2.Timestamp()
-            try:
-                created_at.FromJsonString(self.created_at)
-            except ValueError:
-                created_at = None
-        return pb.HandoffEvent(
-            event_id=self.event_id,
-            kind=PROTO_KINDS.get(self.kind, pb.HANDOFF_KIND_UNSPECIFIED),
-            tenant_id=self.tenant_id,
-            session_id=self.session_id,
-            correlation_id=self.correlation_id,
-            reason=self.reason,
-            summary=self.summary,
-            transcript=[
-                pb.HandoffTurn(
-                    role=PROTO_ROLES.get(
-                        turn.get("role", ""), conversation_pb2.TURN_ROLE_UNSPECIFIED
-                    ),
-                    text=turn.get("text", ""),
-                )
-                for turn in self.transcript
-            ],
-            customer_text=self.customer_text,
-            entities=_struct(self.entities),
-            user=_struct(self.user),
-            order_id=self.order_id,
-            language=self.language,
-            created_at=created_at,
-            params=_struct(self.params),
-        )
+    async def __anext__(self) -> HandoffEvent: ...
 
 
-def _turns(value: Any) -> tuple[Mapping[str, str], ...]:
-    if not isinstance(value, list):
-        return ()
-    return tuple(
-        {"role": _text(item.get("role")), "text": _text(item.get("text"))}
-        for item in value
-        if isinstance(item, dict)
-    )
+class HandoffQueue(Protocol):
+    """Where hand-overs wait for human agents: offered by the consumer, watched and
+    acknowledged through OrchestratorService.WatchHandoffs / AckHandoff."""
 
+    still_wanted: StillWanted | None
 
-class HandoffHeldElsewhere(Exception):
-    """An acknowledgement for an event another agent or connection holds."""
+    async def offer(self, event: HandoffEvent) -> bool:
+        """Queue `event` for its tenant's agents; False when its id was offered before."""
+
+    def watch(
+        self, tenant_id: str, *, agent_id: str = "", connection_id: str = ""
+    ) -> AbstractAsyncContextManager[HandoffStream]:
+        """One agent connection's watch of `tenant_id`'s hand-overs."""
+
+    async def complete(
+        self, tenant_id: str, event_id: str, *, agent_id: str = "", connection_id: str = ""
+    ) -> bool:
+        """`event_id` handled by `agent_id`: never delivered again. False when nothing held it;
+        `HandoffHeldElsewhere` when another agent or connection holds it."""
 
 
 @dataclass(eq=False)
@@ -218,7 +130,7 @@ class HandoffHub:
         max_pending: int = 10_000,
         remember: int = 100_000,
         resume_grace: float = 10.0,
-        still_wanted: Callable[[HandoffEvent], Awaitable[bool]] | None = None,
+        still_wanted: StillWanted | None = None,
     ) -> None:
         """`max_pending`: hand-overs kept per tenant without an agent (the oldest is dropped,
         with a warning, beyond it). `remember`: event ids kept for idempotency.
@@ -336,6 +248,12 @@ class HandoffHub:
                     )
                 else:
                     self._release(connection)
+
+    async def complete(
+        self, tenant_id: str, event_id: str, *, agent_id: str = "", connection_id: str = ""
+    ) -> bool:
+        """`acknowledge`, as the `HandoffQueue` port has it."""
+        return self.acknowledge(tenant_id, event_id, agent_id=agent_id, connection_id=connection_id)
 
     def acknowledge(
         self, tenant_id: str, event_id: str, *, agent_id: str = "", connection_id: str = ""
@@ -493,11 +411,13 @@ class HandoffWatch:
 
 
 class HandoffConsumer:
-    """Turns handoff_human / create_ticket actions into hand-over events on a hub."""
+    """Turns handoff_human / create_ticket actions into hand-over events on a hand-over queue
+    (`hub`: in memory, or the context service's). A queue that cannot take the event raises,
+    so the bus delivers the message again."""
 
     subjects: Final = frozenset({HANDOFF, TICKET})
 
-    def __init__(self, hub: HandoffHub) -> None:
+    def __init__(self, hub: HandoffQueue) -> None:
         self.hub = hub
 
     async def handle(self, message: BusMessage) -> None:
@@ -507,23 +427,3 @@ class HandoffConsumer:
             log.info("hand-over already queued", extra={"eventId": message.message_id})
 
     __call__ = handle
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
-    result = struct_pb2.Struct()
-    result.update(_plain(value))
-    return result
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value

@@ -9,7 +9,8 @@ vCore speaks `$search.cosmosSearch` (its COS score is the cosine). The driver is
 """
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -157,6 +158,22 @@ def from_record(record: dict[str, Any]) -> IndexedChunk:
     return IndexedChunk(document, list(record.get("embedding", [])), record.get("contentHash", ""))
 
 
+CODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+
+
+def _code(error: Exception) -> str:
+    """The server's numeric error code, or "none" (errors the driver raised itself)."""
+    code = getattr(error, "code", None)
+    return str(code) if isinstance(code, int) and not isinstance(code, bool) else "none"
+
+
+def _code_name(error: Exception) -> str:
+    """The server's symbolic code ("IndexNotFound"), when it gave one that is a name."""
+    details = getattr(error, "details", None)
+    name = details.get("codeName") if isinstance(details, Mapping) else None
+    return name if isinstance(name, str) and CODE_NAME.fullmatch(name) else ""
+
+
 @contextmanager
 def _driver_errors() -> Iterator[None]:
     """Network, server selection and timeouts are UNAVAILABLE (worth retrying); anything else
@@ -174,7 +191,14 @@ def _driver_errors() -> Iterator[None]:
     except (ConnectionFailure, NetworkTimeout, ExecutionTimeout, WaitQueueTimeoutError) as error:
         raise unavailable(f"the vector store failed: {type(error).__name__}") from None
     except PyMongoError as error:
-        log.error("the vector store refused an operation: %s", error)
+        # the class and the server's code only: the driver's message may carry a host name or
+        # the connection string with its password
+        log.error(
+            "the vector store refused an operation: %s (code %s%s)",
+            type(error).__name__,
+            _code(error),
+            f" {name}" if (name := _code_name(error)) else "",
+        )
         raise failed_precondition(
             f"the vector store refused the operation: {type(error).__name__}",
             reason="VECTOR_STORE_REFUSED",

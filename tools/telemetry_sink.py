@@ -2,7 +2,8 @@
 an OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf, what an OpenTelemetry Collector
 accepts) and an Application Insights ingestion endpoint (`POST /v2.1/track`, JSON envelopes,
 possibly gzip-compressed, what Azure Monitor's exporter sends). Each runs on a thread of its
-own on a free loopback port and keeps what it received."""
+own on a free loopback port and keeps what it received. The tests check the exporters against
+it; the telemetry benchmark exports to it (bench/telemetry.py)."""
 
 import gzip
 import json
