@@ -327,7 +327,7 @@ class PostgresStore:
         return {row["message_id"]: row["status"] for row in rows}
 
     async def fold_candidates(
-        self, tenant_id: str, session_id: str, keep_last: int
+        self, tenant_id: str, session_id: str, keep_last: int, min_count: int = 0
     ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
         columns = ", ".join(f't."{column}"' for column in TRANSCRIPT_COLUMNS)
         async with self._tenant(tenant_id) as connection:
@@ -341,6 +341,8 @@ class PostgresStore:
                 session_id,
                 keep_last,
             )
+        if len(rows) < min_count:
+            return []
         return _numbered_turns(rows, tenant_id, session_id)
 
     async def apply_fold(

@@ -5,6 +5,7 @@ jsonb and timestamptz for PostgreSQL), so the shape of a stored turn or outbox m
 defined once, here.
 """
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,6 +18,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import audit_pb2, consent_pb2, outbox_pb2
 
+from services.mesh.freeform import struct_to_dict
+
 MessageT = TypeVar("MessageT", bound=Message)
 _INT64_TYPES = frozenset(
     {
@@ -28,6 +31,14 @@ _INT64_TYPES = frozenset(
     }
 )
 _ACTION_KEYS = frozenset({"actionId", "type", "params", "status"})
+_SHORT_CONTEXT_FIELDS = {"summary": "summary", "last_intent": "lastIntent", "entities": "entities"}
+_SHORT_CONTEXT_KEYS = frozenset(_SHORT_CONTEXT_FIELDS.values())
+_SHORT_CONTEXT_NESTING = 32
+"""Objects and arrays a stored short context may have for `short_context_into` to decode it
+itself: far below where json_format's recursion limit (100 messages) could be reached."""
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+_TIMESTAMP_SECONDS = range(-62135596800, 253402300800)
+"""The seconds a Timestamp may hold: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z."""
 
 TURN_COLUMNS = (
     "turn_id",
@@ -90,8 +101,25 @@ CONSENT_COLUMNS = (
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
+    """`Timestamp.FromDatetime(value)` (a naive datetime is UTC), by integer arithmetic from
+    the epoch; anything out of its range goes to FromDatetime, for the same error."""
     if value is None:
         return None
+    if isinstance(value, datetime):
+        days = value.toordinal() - _EPOCH_ORDINAL
+        seconds = days * 86400 + value.hour * 3600 + value.minute * 60 + value.second
+        offset = value.utcoffset()
+        if offset:
+            # FromDatetime takes the whole seconds of `value - offset` (an offset may have
+            # microseconds) and the microseconds of `value`.
+            offset_seconds = offset.days * 86400 + offset.seconds
+            if offset.microseconds:
+                micros = value.microsecond - offset.microseconds
+                seconds = (seconds - offset_seconds) + micros // 1_000_000
+            else:
+                seconds -= offset_seconds
+        if seconds in _TIMESTAMP_SECONDS:
+            return Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
@@ -303,12 +331,59 @@ def short_context_values(
     """The short context to store. The summary is the context service's own (it folds old
     turns into it): a commit never changes it; an explicit update replaces it only with a
     non-empty one."""
-    values = json_format.MessageToDict(short_context)
+    values = short_context_dict(short_context)
     if not (replace_summary and short_context.summary):
         values["summary"] = stored_summary
     if not values["summary"]:
         del values["summary"]
     return values
+
+
+def short_context_dict(short_context: conversation_pb2.ShortContext) -> dict[str, Any]:
+    """`json_format.MessageToDict(short_context)`, without its generic walk; a field it does
+    not know (the message grew) goes to json_format."""
+    values: dict[str, Any] = {}
+    for field, value in short_context.ListFields():
+        name = _SHORT_CONTEXT_FIELDS.get(field.name)
+        if name is None:
+            return json_format.MessageToDict(short_context)
+        values[name] = struct_to_dict(value) if name == "entities" else value
+    return values
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    values = dict(pairs)
+    if len(values) != len(pairs):
+        raise ValueError("duplicate key")
+    return values
+
+
+def short_context_into(
+    text: str, short_context: conversation_pb2.ShortContext
+) -> conversation_pb2.ShortContext:
+    """`json_format.Parse(text, short_context)` for an empty `short_context` and what
+    `short_context_values` writes, several times faster; anything it does not recognise (other
+    keys or types, duplicate keys, deep nesting, bad JSON) goes to json_format, for the same
+    result or error."""
+    if isinstance(text, str) and text.count("{") + text.count("[") <= _SHORT_CONTEXT_NESTING:
+        try:
+            values = json.loads(text, object_pairs_hook=_unique_keys)
+            if not (isinstance(values, dict) and values.keys() <= _SHORT_CONTEXT_KEYS):
+                raise ValueError("not a stored short context")
+            summary = values.get("summary", "")
+            last_intent = values.get("lastIntent", "")
+            entities = values.get("entities", {})
+            if not (type(summary) is str and type(last_intent) is str and type(entities) is dict):
+                raise ValueError("not a stored short context")
+            short_context.summary = summary
+            short_context.last_intent = last_intent
+            if "entities" in values:
+                short_context.entities.Clear()
+                short_context.entities.update(entities)
+            return short_context
+        except (ValueError, TypeError, OverflowError, RecursionError):
+            short_context.Clear()
+    return json_format.Parse(text, short_context)
 
 
 def with_outbox_status(

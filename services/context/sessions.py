@@ -175,7 +175,9 @@ class ContextBook:
     async def _fold(self, tenant_id: str, session_id: str) -> None:
         """Fold turns older than the recent window into the summary, a batch at a time.
         Best effort: the commit has already landed, and the next commit folds what is left."""
-        candidates = await self._store.fold_candidates(tenant_id, session_id, self._recent_turns)
+        candidates = await self._store.fold_candidates(
+            tenant_id, session_id, self._recent_turns, min_count=FOLD_BATCH
+        )
         if len(candidates) < FOLD_BATCH:
             return
         current = await self._store.load_session(tenant_id, session_id, 0)

@@ -31,6 +31,7 @@ from services.context.rows import (
     outbox_message_from,
     outbox_values,
     prepare_turn,
+    short_context_into,
     short_context_values,
     timestamp,
     turn_from,
@@ -282,7 +283,7 @@ class SqliteStore:
             updated_at=timestamp(_instant(row[4])),
             expires_at=timestamp(_instant(row[5])),
         )
-        json_format.Parse(row[2], context.short_context)
+        short_context_into(row[2], context.short_context)
         context.recent_turns.extend(await self._transcript(db, tenant_id, session_id, recent_turns))
         return context
 
@@ -441,18 +442,22 @@ class SqliteStore:
         return with_outbox_status(turns, statuses)
 
     async def fold_candidates(
-        self, tenant_id: str, session_id: str, keep_last: int
+        self, tenant_id: str, session_id: str, keep_last: int, min_count: int = 0
     ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
         async with self._connection() as db:
-            rows = await db.execute_fetchall(
-                f"SELECT t.seq, {', '.join('t.' + c for c in TRANSCRIPT_COLUMNS)} "  # noqa: S608
-                "FROM conversation_turns t JOIN session_contexts s "
-                "ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id "
-                "WHERE t.tenant_id = ? AND t.session_id = ? AND t.seq > s.folded_seq "
-                "AND t.seq <= (SELECT MAX(seq) FROM conversation_turns "
-                "WHERE tenant_id = ? AND session_id = ?) - ? ORDER BY t.seq",
-                (tenant_id, session_id, tenant_id, session_id, keep_last),
+            rows = list(
+                await db.execute_fetchall(
+                    f"SELECT t.seq, {', '.join('t.' + c for c in TRANSCRIPT_COLUMNS)} "  # noqa: S608
+                    "FROM conversation_turns t JOIN session_contexts s "
+                    "ON s.tenant_id = t.tenant_id AND s.session_id = t.session_id "
+                    "WHERE t.tenant_id = ? AND t.session_id = ? AND t.seq > s.folded_seq "
+                    "AND t.seq <= (SELECT MAX(seq) FROM conversation_turns "
+                    "WHERE tenant_id = ? AND session_id = ?) - ? ORDER BY t.seq",
+                    (tenant_id, session_id, tenant_id, session_id, keep_last),
+                )
             )
+        if len(rows) < min_count:
+            return []
         return _numbered_turns(rows, tenant_id, session_id)
 
     async def apply_fold(

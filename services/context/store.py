@@ -81,9 +81,11 @@ class SessionStore(Protocol):
     ) -> list[conversation_pb2.ConversationTurn]: ...
 
     async def fold_candidates(
-        self, tenant_id: str, session_id: str, keep_last: int
+        self, tenant_id: str, session_id: str, keep_last: int, min_count: int = 0
     ) -> list[tuple[int, conversation_pb2.ConversationTurn]]:
-        """Turns not yet folded into the summary, leaving the last `keep_last` verbatim."""
+        """(seq, turn) pairs of the turns not yet folded into the summary, oldest first, leaving
+        the last `keep_last` verbatim; none (and none decoded) when there are fewer than
+        `min_count`."""
 
     async def apply_fold(
         self, tenant_id: str, session_id: str, through_seq: int, summary: str

@@ -203,6 +203,22 @@ async def test_turns_page_through_the_whole_transcript(store: SessionStore, tena
     assert await store.turns_after(f"{tenant}-other", "s1", 0, 10) == []
 
 
+async def test_fold_candidates_fewer_than_a_minimum_are_none(
+    store: SessionStore, tenant: str
+) -> None:
+    await store.create_session(tenant, "s1", "u1", 1)
+    assert await store.fold_candidates(tenant, "s1", keep_last=3, min_count=1) == []
+    await store.commit_turns(
+        tenant, "s1", [_turn(USER, f"m{n}", "create_order") for n in range(8)], None
+    )
+    candidates = await store.fold_candidates(tenant, "s1", keep_last=3)
+    assert [t.text for _, t in candidates] == ["m0", "m1", "m2", "m3", "m4"]
+    assert await store.fold_candidates(tenant, "s1", keep_last=3, min_count=6) == []
+    assert await store.fold_candidates(tenant, "s1", keep_last=3, min_count=5) == candidates
+    assert await store.fold_candidates(tenant, "s1", keep_last=3, min_count=0) == candidates
+    assert await store.fold_candidates(tenant, "s1", keep_last=8, min_count=0) == []
+
+
 async def test_old_turns_fold_into_the_summary_once(store: SessionStore, tenant: str) -> None:
     await store.create_session(tenant, "s1", "u1", 1)
     await store.commit_turns(

@@ -93,3 +93,41 @@ async def test_a_failed_fold_neither_fails_the_commit_nor_leaves_the_cache_stale
     assert [t.text for t in stored] == ["hello"]
     assert cache_hit is False
     assert [t.text for t in context.recent_turns] == ["hello"]
+
+
+class CountingDecodes:
+    """The real store, counting the fold candidates it hands back (each one decoded)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.decoded = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def fold_candidates(self, *args, **kwargs):
+        candidates = await self._store.fold_candidates(*args, **kwargs)
+        self.decoded += len(candidates)
+        return candidates
+
+
+async def test_commits_decode_old_turns_only_when_a_batch_folds(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "fold.db")
+    await store.open()
+    try:
+        await store.put_tenant(demo_tenant())
+        counting = CountingDecodes(store)
+        book = ContextBook(counting, MemoryCache(), ttl_seconds=900, recent_turns=4)
+        await book.get_or_create("demo", "s1", "u1", 1)
+        for n in range(4 + FOLD_BATCH - 1):
+            await book.commit_turn("demo", "s1", [_turn(1, f"m{n}")], None)
+        assert counting.decoded == 0
+        await book.commit_turn("demo", "s1", [_turn(1, "last")], None)
+        assert counting.decoded == FOLD_BATCH
+        context, _, _ = await book.get_or_create("demo", "s1", "u1", 1)
+    finally:
+        await store.close()
+    assert context.short_context.summary.splitlines()[0] == "user: m0"
+    assert len(context.short_context.summary.splitlines()) == FOLD_BATCH
+    recent = [f"m{n}" for n in range(FOLD_BATCH, FOLD_BATCH + 3)]
+    assert [t.text for t in context.recent_turns] == [*recent, "last"]
