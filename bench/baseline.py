@@ -22,7 +22,6 @@ the hits and the text, as the mesh's prompt carries them.
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from google.protobuf import json_format
 from pydantic import BaseModel
 
 from services.context.demo import demo_tenant
+from tools.ports import free_ports
 
 HOPS_PER_TURN = 10
 """The gateway's Process hop and the orchestrator's nine (AppendAudit only drops actions)."""
@@ -354,13 +354,6 @@ def orchestrator_handler(hops: Hops) -> Handler:
     return process
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _serve(service: str, address: str, handlers: dict[str, Handler]) -> grpc.aio.Server:
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
@@ -405,9 +398,9 @@ def baseline_app(orchestrator: grpc.aio.Channel) -> FastAPI:
 @asynccontextmanager
 async def bare_baseline(directory: Path, tenant_id: str) -> AsyncIterator[FastAPI]:
     """The baseline's four gRPC servers and store, and its FastAPI app."""
+    names = ("orchestrator", "context", "retrieval", "llm")
     addresses = {
-        name: f"127.0.0.1:{_free_port()}"
-        for name in ("orchestrator", "context", "retrieval", "llm")
+        name: f"127.0.0.1:{port}" for name, port in zip(names, free_ports(len(names)), strict=True)
     }
     store = BaselineStore(directory / "baseline.db")
     await store.open(tenant_id)

@@ -18,7 +18,6 @@ waits). The goal is at least 0.6 of the baseline's throughput; it is reported, n
 import asyncio
 import json
 import logging
-import socket
 import statistics
 import tempfile
 import time
@@ -48,6 +47,7 @@ from services.orchestrator.app import build_server as build_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from services.retrieval.app import build_server as build_retrieval
 from services.retrieval.settings import RetrievalSettings
+from tools.ports import free_ports
 
 CONCURRENCY, WARMUP, TURNS = 32, 160, 1500
 SESSIONS_PER_CLIENT = 2
@@ -106,21 +106,15 @@ class Run:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def embedded_mesh(state_dir: Path) -> AsyncIterator[FastAPI]:
     """Context, retrieval, LLM and orchestrator over mTLS, and the gateway app calling them
     (as tests/support/inprocess_mesh.py starts them, with the embedded profile pinned)."""
     ensure_dev_pki(state_dir / "certs")
+    names = ("context", "retrieval", "llm", "orchestrator")
     addresses = {
-        f"{name}_addr": f"127.0.0.1:{_free_port()}"
-        for name in ("context", "retrieval", "llm", "orchestrator")
+        f"{name}_addr": f"127.0.0.1:{port}"
+        for name, port in zip(names, free_ports(len(names)), strict=True)
     }
     common: dict[str, Any] = {"state_dir": state_dir, **addresses}
     servers: list[MeshServer] = [

@@ -35,6 +35,7 @@ from gateway.admin_models import (
     TurnRole,
 )
 from gateway.auth import Principal
+from gateway.convert import enum_name, role_name
 from services.mesh import correlation
 from services.mesh.errors import FieldViolation
 
@@ -107,10 +108,6 @@ def _time(stamp: timestamp_pb2.Timestamp) -> datetime | None:
     if not stamp.seconds and not stamp.nanos:
         return None
     return stamp.ToDatetime(tzinfo=UTC)
-
-
-def _enum_name(name: str, prefix: str) -> str:
-    return name.removeprefix(prefix).lower()
 
 
 # --- tenant configuration ------------------------------------------------------------------
@@ -278,21 +275,21 @@ def _turn(turn: conversation_pb2.ConversationTurn) -> Turn:
     meta = turn.metadata
     return Turn(
         turn_id=turn.turn_id,
-        role=TurnRole(_enum_name(conversation_pb2.TurnRole.Name(turn.role), "TURN_ROLE_")),
+        role=TurnRole(role_name(turn.role)),
         text=turn.text,
         actions=[
             TurnAction(
                 action_id=action.action_id,
                 type=action.type,
                 params=_dict(action.params),
-                status=_enum_name(
+                status=enum_name(
                     conversation_pb2.ActionStatus.Name(action.status), "ACTION_STATUS_"
                 ),
             )
             for action in turn.actions
         ],
         metadata=TurnMetadata(
-            channel=_enum_name(conversation_pb2.Channel.Name(meta.channel), "CHANNEL_"),
+            channel=enum_name(conversation_pb2.Channel.Name(meta.channel), "CHANNEL_"),
             tokens_used=meta.tokens_used,
             embeddings_retrieved=meta.embeddings_retrieved,
             latency_ms=meta.latency_ms,
@@ -315,7 +312,7 @@ def session_transcript(
         session_id=session.session_id,
         tenant_id=session.tenant_id,
         user_id=session.user_id,
-        channel=_enum_name(conversation_pb2.Channel.Name(session.channel), "CHANNEL_"),
+        channel=enum_name(conversation_pb2.Channel.Name(session.channel), "CHANNEL_"),
         short_context=ShortContext(
             summary=short.summary, last_intent=short.last_intent, entities=_dict(short.entities)
         ),

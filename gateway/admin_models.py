@@ -134,28 +134,6 @@ class TenantConfig(CamelModel):
     slot_prompts: dict[PromptKey, TenantSlotPrompt] = Field(default_factory=dict)
 
 
-def tenant_config_errors(config: TenantConfig, tenant_id: str) -> ValidationError | None:
-    """The cross references a field validator cannot see: the path's tenant, unique intent
-    names, intents proposing only allowed actions and following existing intents."""
-    errors: list[tuple[tuple[str | int, ...], str]] = []
-    if config.tenant_id not in (None, tenant_id):
-        errors.append((("tenantId",), "must be the path's tenant id or left out"))
-    allowed = set(config.allowed_actions)
-    if len(allowed) < len(config.allowed_actions):
-        errors.append((("allowedActions",), "lists an action type twice"))
-    names = [intent.name for intent in config.intents]
-    for index, intent in enumerate(config.intents):
-        where = ("intents", index)
-        if names.index(intent.name) != index:
-            errors.append(((*where, "name"), f"intent '{intent.name}' is defined twice"))
-        for action in sorted(set(intent.action_types) - allowed):
-            errors.append(((*where, "actionTypes"), f"'{action}' is not in allowedActions"))
-        for followed in intent.follows:
-            if followed not in names or followed == intent.name:
-                errors.append(((*where, "follows"), f"'{followed}' is not another intent"))
-    return invalid(errors) if errors else None
-
-
 # --- knowledge -----------------------------------------------------------------------------
 
 

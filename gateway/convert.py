@@ -41,7 +41,8 @@ def process_request(body: ProcessRequest, principal: Principal) -> pb.ProcessReq
     )
 
 
-def _enum_name(name: str, prefix: str) -> str:
+def enum_name(name: str, prefix: str) -> str:
+    """A protobuf enum value's name as the JSON gives it (`CHANNEL_WEB` -> `web`)."""
     return name.removeprefix(prefix).lower()
 
 
@@ -50,12 +51,12 @@ def action_out(action: conversation_pb2.Action) -> ActionOut:
         action_id=action.action_id,
         type=action.type,
         params=json_format.MessageToDict(action.params),
-        status=_enum_name(conversation_pb2.ActionStatus.Name(action.status), "ACTION_STATUS_"),
+        status=enum_name(conversation_pb2.ActionStatus.Name(action.status), "ACTION_STATUS_"),
     )
 
 
-def _role(role: conversation_pb2.TurnRole.ValueType) -> str:
-    return _enum_name(conversation_pb2.TurnRole.Name(role), "TURN_ROLE_")
+def role_name(role: conversation_pb2.TurnRole.ValueType) -> str:
+    return enum_name(conversation_pb2.TurnRole.Name(role), "TURN_ROLE_")
 
 
 def process_response(reply: pb.ProcessResponse, correlation_id: str) -> ProcessResponse:
@@ -74,14 +75,15 @@ def process_response(reply: pb.ProcessResponse, correlation_id: str) -> ProcessR
 def handoff_out(event: pb.HandoffEvent) -> HandoffOut:
     return HandoffOut(
         event_id=event.event_id,
-        kind=_enum_name(pb.HandoffKind.Name(event.kind), "HANDOFF_KIND_"),
+        kind=enum_name(pb.HandoffKind.Name(event.kind), "HANDOFF_KIND_"),
         tenant_id=event.tenant_id,
         session_id=event.session_id,
         correlation_id=event.correlation_id,
         reason=event.reason,
         summary=event.summary,
         transcript=[
-            TranscriptTurnOut(role=_role(turn.role), text=turn.text) for turn in event.transcript
+            TranscriptTurnOut(role=role_name(turn.role), text=turn.text)
+            for turn in event.transcript
         ],
         customer_text=event.customer_text,
         entities=json_format.MessageToDict(event.entities),
@@ -109,7 +111,7 @@ def human_turn_out(turn: conversation_pb2.ConversationTurn) -> HumanTurnOut:
     return HumanTurnOut(
         turn_id=turn.turn_id,
         session_id=turn.session_id,
-        role=_role(turn.role),
+        role=role_name(turn.role),
         text=turn.text,
         actions=[action_out(action) for action in turn.actions],
         correlation_id=turn.correlation_id,

@@ -59,6 +59,13 @@ PROBLEM_RESPONSE: dict[str, Any] = {
     "model": Problem,  # puts the Problem schema in components/schemas
     "content": {PROBLEM_JSON: {"schema": {"$ref": f"{COMPONENTS}Problem"}}},
 }
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """A route's documented refusals: each of `statuses` answered with a problem."""
+    return {status: PROBLEM_RESPONSE for status in statuses}
+
+
 FASTAPI_VALIDATION_SCHEMAS: Final = ("HTTPValidationError", "ValidationError")
 """The schemas of FastAPI's default 422, which this app never sends."""
 
@@ -86,15 +93,16 @@ def title_of(status: int) -> str:
         return "Error"
 
 
-def problem(
+def problem_document(
     status: int,
     title: str,
     detail: str,
     *,
     correlation_id: str = "",
     extra: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> dict[str, Any]:
+    """The problem+json document itself, for a body that is not a response of its own (an SSE
+    `error` event, a WebSocket error frame)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
@@ -104,11 +112,30 @@ def problem(
     if correlation_id:
         body["correlationId"] = correlation_id
     body.update(extra or {})
+    return body
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    *,
+    correlation_id: str = "",
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body = problem_document(status, title, detail, correlation_id=correlation_id, extra=extra)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def from_mesh_error(error: MeshError, correlation_id: str) -> JSONResponse:
     """The problem a downstream gRPC failure becomes; 5xx never echo internal details."""
+    body, headers = mesh_problem(error, correlation_id)
+    return JSONResponse(body, status_code=body["status"], media_type=PROBLEM_JSON, headers=headers)
+
+
+def mesh_problem(error: MeshError, correlation_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """`from_mesh_error`'s document and headers (same mapping, same redaction)."""
     status = HTTP_STATUS_FOR_REASON.get((error.code, error.reason))
     title = title_of(status) if status else error.code.name.replace("_", " ").title()
     status = status or HTTP_STATUS_FOR_GRPC.get(error.code, 500)
@@ -122,14 +149,8 @@ def from_mesh_error(error: MeshError, correlation_id: str) -> JSONResponse:
     if status == 412 and current.isascii() and current.isdigit() and int(current) > 0:
         headers["ETag"] = strong_etag(int(current))
     detail = error.message if status < 500 or status in (503, 504) else "internal error"
-    return problem(
-        status,
-        title,
-        detail,
-        correlation_id=correlation_id,
-        extra=extra,
-        headers=headers,
-    )
+    body = problem_document(status, title, detail, correlation_id=correlation_id, extra=extra)
+    return body, headers
 
 
 def field_errors(error: ValidationError | RequestValidationError) -> list[dict[str, str]]:

@@ -24,7 +24,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway import convert
-from gateway.problems import from_mesh_error, problem
+from gateway.problems import mesh_problem, problem_document
 from services.mesh.errors import MeshError
 
 log = logging.getLogger("metaagent.gateway")
@@ -54,13 +54,6 @@ def wants_event_stream(accept: str | None) -> bool:
 def sse(event: str, data: Any) -> bytes:
     """One server-sent event; JSON keeps the data on one line."""
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-def problem_body(error: MeshError, correlation_id: str) -> dict[str, Any]:
-    """The problem+json document `error` would be as a response (same mapping, same
-    redaction)."""
-    body: dict[str, Any] = json.loads(bytes(from_mesh_error(error, correlation_id).body))
-    return body
 
 
 class EventStreamResponse(StreamingResponse):
@@ -128,21 +121,18 @@ async def process_events(
             read = await call.read()
             message = None if read is grpc.aio.EOF else read
         log.warning("the orchestrator's stream ended without a final response")
+        cut_off = "the turn ended without an answer"
         yield sse(
-            "error",
-            _problem(502, "Bad Gateway", "the turn ended without an answer", correlation_id),
+            "error", problem_document(502, "Bad Gateway", cut_off, correlation_id=correlation_id)
         )
     except grpc.aio.AioRpcError as error:
-        yield sse("error", problem_body(MeshError.from_dependency(error), correlation_id))
+        body, _ = mesh_problem(MeshError.from_dependency(error), correlation_id)
+        yield sse("error", body)
     except Exception:
         log.exception("streamed turn failed")
-        yield sse("error", _problem(500, "Internal Server Error", "internal error", correlation_id))
+        failed = problem_document(
+            500, "Internal Server Error", "internal error", correlation_id=correlation_id
+        )
+        yield sse("error", failed)
     finally:
         call.cancel()  # a no-op once the call is over; otherwise the client left
-
-
-def _problem(status: int, title: str, detail: str, correlation_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(
-        bytes(problem(status, title, detail, correlation_id=correlation_id).body)
-    )
-    return body

@@ -1,29 +1,25 @@
 """A tenant's append-only, hash-chained audit log: pages of entries and the chain's
 verification (tenant-admin; see `tenants.py`)."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from metaagent.context.v1 import context_service_pb2 as context_pb
 
 from gateway import admin_convert as convert
 from gateway.admin_models import NAME_PATTERN, PAGE_CURSOR_PATTERN, AuditPage, AuditVerification
-from gateway.models import ID_PATTERN, TENANT_PATTERN
-from gateway.problems import PROBLEM_RESPONSE
+from gateway.models import ID_PATTERN
+from gateway.routes.common import TENANT_PROBLEMS, TenantId, known_tenant
 from gateway.security import Caller
 
 router = APIRouter(tags=["audit"])
-TenantId = Annotated[str, Path(alias="tenantId", pattern=TENANT_PATTERN)]
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 429, 503, 504)
-}
 
 
 @router.get(
     "/v2/tenants/{tenantId}/audit",
     response_model=AuditPage,
     summary="Page through the tenant's audit log",
-    responses=PROBLEMS,
+    responses=TENANT_PROBLEMS,
 )
 async def list_audit(
     request: Request,
@@ -41,7 +37,7 @@ async def list_audit(
     principal.require_role("tenant-admin")
     context = request.app.state.clients.context
     with convert.admin_call(request, tenant_id):
-        await context.GetTenant(context_pb.GetTenantRequest())
+        await known_tenant(request)
         reply = await context.ListAudit(
             context_pb.ListAuditRequest(
                 page_size=page_size,
@@ -58,7 +54,7 @@ async def list_audit(
     "/v2/tenants/{tenantId}/audit/verify",
     response_model=AuditVerification,
     summary="Verify the tenant's audit hash chain",
-    responses=PROBLEMS,
+    responses=TENANT_PROBLEMS,
 )
 async def verify_audit(
     request: Request, tenant_id: TenantId, principal: Caller
@@ -68,6 +64,6 @@ async def verify_audit(
     principal.require_role("tenant-admin")
     context = request.app.state.clients.context
     with convert.admin_call(request, tenant_id):
-        await context.GetTenant(context_pb.GetTenantRequest())
+        await known_tenant(request)
         reply = await context.VerifyAudit(context_pb.VerifyAuditRequest())
     return convert.audit_verification(reply)

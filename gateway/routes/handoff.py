@@ -69,10 +69,15 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from gateway import convert
 from gateway.auth import AuthError, Principal
 from gateway.models import TENANT_PATTERN, AgentAck, AgentMessage, AgentReply
-from gateway.problems import PROBLEM_RESPONSE, field_errors, problem
+from gateway.problems import (
+    PROBLEM_RESPONSE,
+    field_errors,
+    mesh_problem,
+    problem,
+    problem_document,
+)
 from gateway.security import authenticate_bearer, open_security
 from gateway.settings import GatewaySettings
-from gateway.streaming import problem_body
 from services.mesh import correlation
 from services.mesh.errors import MeshError
 
@@ -87,7 +92,8 @@ INTERNAL_ERROR: Final = 1011
 TRY_AGAIN_LATER: Final = 1013
 MAX_REASON_BYTES: Final = 123
 WATCH_REGISTERED: Final = ("x-handoff-watch", "registered")
-"""`GATEWAY_MAX_HANDOFF_SOCKETS_PER_AGENT` when the settings do not name it."""
+"""The initial metadata of a watch the orchestrator has registered (the wire value of
+services/orchestrator/servicer.py's, which the gateway does not import)."""
 FORWARDED_MEMORY: Final = 10_000
 """Hand-over ids a socket remembers having sent (it never sends one twice)."""
 EXPIRED_REASON: Final = "Unauthorized: the token has expired"
@@ -394,7 +400,7 @@ class AgentConnection:
             else:
                 await self._acknowledge(parsed, cid)
         except grpc.aio.AioRpcError as error:
-            await self._send_problem(problem_body(MeshError.from_dependency(error), cid))
+            await self._send_problem(mesh_problem(MeshError.from_dependency(error), cid)[0])
         except (WebSocketDisconnect, OSError):
             raise
         except Exception:
@@ -438,8 +444,9 @@ class AgentConnection:
         extra: dict[str, Any] | None = None,
     ) -> None:
         cid = correlation_id or self._correlation_id
-        body = json.loads(bytes(problem(status, title, detail, correlation_id=cid).body))
-        await self._send_problem({**body, **(extra or {})})
+        await self._send_problem(
+            problem_document(status, title, detail, correlation_id=cid, extra=extra)
+        )
 
     async def _send_problem(self, body: dict[str, Any]) -> None:
         await self._send({"type": "error", "correlationId": body["correlationId"], "problem": body})
@@ -450,19 +457,12 @@ class AgentConnection:
         if isinstance(failure, WebSocketDisconnect | OSError):
             return
         if isinstance(failure, grpc.aio.AioRpcError):
-            body = problem_body(MeshError.from_dependency(failure), self._correlation_id)
+            body, _ = mesh_problem(MeshError.from_dependency(failure), self._correlation_id)
         else:
             with correlation.bound(self._call(self._correlation_id)):
                 log.error("hand-over watch failed", exc_info=failure)
-            body = json.loads(
-                bytes(
-                    problem(
-                        500,
-                        "Internal Server Error",
-                        "internal error",
-                        correlation_id=self._correlation_id,
-                    ).body
-                )
+            body = problem_document(
+                500, "Internal Server Error", "internal error", correlation_id=self._correlation_id
             )
         code = TRY_AGAIN_LATER if body["status"] in (499, 503, 504) else INTERNAL_ERROR
         with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):

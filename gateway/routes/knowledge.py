@@ -28,9 +28,10 @@ from gateway.admin_models import (
     SearchResult,
     invalid,
 )
-from gateway.models import ID_PATTERN, TENANT_PATTERN
-from gateway.problems import PROBLEM_RESPONSE
+from gateway.models import ID_PATTERN
+from gateway.problems import problem_responses
 from gateway.requests import PayloadTooLarge, body_limit, read_body
+from gateway.routes.common import TENANT_PROBLEMS, TenantId
 from gateway.security import Caller
 from gateway.settings import GatewaySettings
 from services.mesh import correlation
@@ -39,7 +40,6 @@ from services.mesh.server import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("metaagent.gateway")
 router = APIRouter(tags=["knowledge"])
-TenantId = Annotated[str, Path(alias="tenantId", pattern=TENANT_PATTERN)]
 DocId = Annotated[str, Path(alias="docId", pattern=ID_PATTERN)]
 
 JSON: Final = "application/json"
@@ -98,9 +98,7 @@ def _media_type(request: Request) -> str:
             },
         }
     },
-    responses={
-        status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 413, 415, 429, 503, 504)
-    },
+    responses=problem_responses(400, 401, 403, 404, 413, 415, 429, 503, 504),
 )
 @body_limit(lambda settings: settings.max_knowledge_bytes)
 async def ingest(request: Request, tenant_id: TenantId, principal: Caller) -> IngestResult:
@@ -208,7 +206,7 @@ async def _bulk_ingest(
     "/v2/tenants/{tenantId}/knowledge/search",
     response_model=SearchResult,
     summary="Search the tenant's knowledge as the agent does",
-    responses={status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 429, 503, 504)},
+    responses=TENANT_PROBLEMS,
 )
 async def search(
     request: Request,
@@ -235,7 +233,7 @@ async def search(
     "/v2/tenants/{tenantId}/knowledge/{docId}",
     response_model=DeletedDocument,
     summary="Delete a document (every chunk of it)",
-    responses={status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 429, 503, 504)},
+    responses=TENANT_PROBLEMS,
 )
 async def delete_document(
     request: Request, tenant_id: TenantId, doc_id: DocId, principal: Caller

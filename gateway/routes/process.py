@@ -7,13 +7,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from gateway import convert, streaming
+from gateway.admin_convert import admin_call
 from gateway.admin_models import invalid
 from gateway.models import InputType, ProcessRequest, ProcessResponse
-from gateway.problems import PROBLEM_RESPONSE, json_request_body
+from gateway.problems import json_request_body, problem_responses
 from gateway.requests import PayloadTooLarge, body_limit, json_body
 from gateway.security import Caller
 from gateway.settings import GatewaySettings
-from services.mesh import correlation
 
 log = logging.getLogger("metaagent.gateway")
 router = APIRouter(tags=["agents"])
@@ -34,7 +34,7 @@ EVENT_STREAM_RESPONSE = {
     openapi_extra={"requestBody": json_request_body(ProcessRequest)},
     responses={
         200: EVENT_STREAM_RESPONSE,
-        **{status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 409, 413, 429, 503, 504)},
+        **problem_responses(400, 401, 403, 404, 409, 413, 429, 503, 504),
     },
 )
 @body_limit(lambda settings: settings.max_body_bytes)
@@ -51,13 +51,9 @@ async def process(request: Request, principal: Caller) -> Response:
     if body.correlation_id:
         request.state.correlation_id = body.correlation_id
     cid = request.state.correlation_id
-    request.state.tenant_id, request.state.session_id = body.tenant_id, body.session_id
-    call = correlation.CallContext(
-        correlation_id=cid, tenant_id=body.tenant_id, session_id=body.session_id
-    )
     stream = streaming.wants_event_stream(request.headers.get("Accept"))
     orchestrator = request.app.state.clients.orchestrator
-    with correlation.bound(call):
+    with admin_call(request, body.tenant_id, body.session_id):
         log.info(
             "process request",
             extra={

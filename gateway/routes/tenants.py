@@ -26,10 +26,9 @@ context service in the write's transaction, else 412 with the current ETag.
 """
 
 import logging
-from typing import Annotated
 
 import grpc
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from metaagent.common.v1 import tenant_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
@@ -37,7 +36,6 @@ from metaagent.context.v1 import context_service_pb2 as context_pb
 from gateway import admin_convert as convert
 from gateway.admin_models import PLATFORM_QUOTAS, TenantConfig, invalid
 from gateway.auth import AuthError
-from gateway.models import TENANT_PATTERN
 from gateway.preconditions import (
     CURRENT_ETAG_HEADER,
     ETAG_HEADER,
@@ -46,9 +44,10 @@ from gateway.preconditions import (
     etag_headers,
     if_match,
 )
-from gateway.problems import PROBLEM_RESPONSE
+from gateway.problems import PROBLEM_RESPONSE, problem_responses
 from gateway.requests import body_limit, json_body
 from gateway.routes import audit, knowledge, users
+from gateway.routes.common import TENANT_PROBLEMS, TenantId
 from gateway.security import Caller
 from services.mesh.errors import MeshError
 from services.mesh.tenant_rules import (
@@ -59,7 +58,6 @@ from services.mesh.tenant_rules import (
 
 log = logging.getLogger("metaagent.gateway")
 router = APIRouter(tags=["tenants"])
-TenantId = Annotated[str, Path(alias="tenantId", pattern=TENANT_PATTERN)]
 
 
 @router.put(
@@ -83,7 +81,7 @@ TenantId = Annotated[str, Path(alias="tenantId", pattern=TENANT_PATTERN)]
             "headers": ETAG_HEADER,
         },
         412: {**PROBLEM_RESPONSE, "headers": CURRENT_ETAG_HEADER},
-        **{status: PROBLEM_RESPONSE for status in (400, 401, 403, 413, 429, 503, 504)},
+        **problem_responses(400, 401, 403, 413, 429, 503, 504),
     },
 )
 @body_limit(lambda settings: settings.max_tenant_config_bytes)
@@ -249,7 +247,7 @@ def _keep_platform_quotas(
     summary="Read a tenant's configuration",
     responses={
         200: {"description": "The configuration", "headers": ETAG_HEADER},
-        **{status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 429, 503, 504)},
+        **TENANT_PROBLEMS,
     },
 )
 async def get_tenant(request: Request, tenant_id: TenantId, principal: Caller) -> JSONResponse:

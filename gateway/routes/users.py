@@ -2,7 +2,7 @@
 gates: `tenants.py`). A `user` token reaches only its own consent and its own sessions."""
 
 import logging
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import grpc
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -20,23 +20,20 @@ from gateway.admin_models import (
     invalid,
 )
 from gateway.auth import AuthError, Principal
-from gateway.models import ID_PATTERN, TENANT_PATTERN
-from gateway.problems import PROBLEM_RESPONSE
+from gateway.models import ID_PATTERN
+from gateway.problems import PROBLEM_RESPONSE, json_request_body
 from gateway.requests import body_limit, json_body
+from gateway.routes.common import TENANT_PROBLEMS, TenantId, known_tenant
 from gateway.security import Caller
 
 log = logging.getLogger("metaagent.gateway")
 router = APIRouter(tags=["users"])
-TenantId = Annotated[str, Path(alias="tenantId", pattern=TENANT_PATTERN)]
 UserId = Annotated[str, Path(alias="userId", pattern=USER_PATTERN)]
 SessionId = Annotated[str, Path(alias="sessionId", pattern=ID_PATTERN)]
 USER_SOURCE: Final = "self_service"
 """The consent source of a user's own change (the only one a user gets)."""
 ADMIN_SOURCE: Final = "admin_api"
 """The consent source of an administrator's change that names none."""
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    status: PROBLEM_RESPONSE for status in (400, 401, 403, 404, 429, 503, 504)
-}
 
 
 def _self_or_admin(principal: Principal, tenant_id: str, user_id: str) -> None:
@@ -49,16 +46,11 @@ def _self_or_admin(principal: Principal, tenant_id: str, user_id: str) -> None:
     principal.require_role("tenant-admin")
 
 
-async def _known_tenant(request: Request) -> None:
-    """NOT_FOUND (404) for a tenant the platform does not know."""
-    await request.app.state.clients.context.GetTenant(context_pb.GetTenantRequest())
-
-
 @router.get(
     "/v2/tenants/{tenantId}/users/{userId}/consent",
     response_model=Consent,
     summary="Read a user's consent",
-    responses=PROBLEMS,
+    responses=TENANT_PROBLEMS,
 )
 async def get_consent(
     request: Request, tenant_id: TenantId, user_id: UserId, principal: Caller
@@ -66,7 +58,7 @@ async def get_consent(
     """A user with no record has consented to nothing."""
     _self_or_admin(principal, tenant_id, user_id)
     with convert.admin_call(request, tenant_id):
-        await _known_tenant(request)
+        await known_tenant(request)
         reply = await request.app.state.clients.context.GetConsent(
             context_pb.GetConsentRequest(user_id=user_id)
         )
@@ -77,15 +69,8 @@ async def get_consent(
     "/v2/tenants/{tenantId}/users/{userId}/consent",
     response_model=Consent,
     summary="Grant or revoke a user's consent",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {"schema": ConsentUpdate.model_json_schema(by_alias=True)}
-            },
-        }
-    },
-    responses=PROBLEMS | {413: PROBLEM_RESPONSE},
+    openapi_extra={"requestBody": json_request_body(ConsentUpdate)},
+    responses=TENANT_PROBLEMS | {413: PROBLEM_RESPONSE},
 )
 @body_limit(lambda settings: settings.max_body_bytes)
 async def put_consent(
@@ -118,7 +103,7 @@ async def put_consent(
         raise invalid([(("body",), "set voiceRecording or dataLearning to true or false")])
     context = request.app.state.clients.context
     with convert.admin_call(request, tenant_id):
-        await _known_tenant(request)
+        await known_tenant(request)
         record = consent_pb2.UserConsent()
         if revoked:  # first: a failure after it leaves less consent, never more
             revoke = context_pb.RevokeConsentRequest(
@@ -150,7 +135,7 @@ async def put_consent(
     "/v2/tenants/{tenantId}/users/{userId}",
     response_model=Erasure,
     summary="Erase a user's data",
-    responses=PROBLEMS,
+    responses=TENANT_PROBLEMS,
 )
 async def erase_user(
     request: Request, tenant_id: TenantId, user_id: UserId, principal: Caller
@@ -162,7 +147,7 @@ async def erase_user(
     principal.require_tenant(tenant_id)
     principal.require_role("tenant-admin")
     with convert.admin_call(request, tenant_id):
-        await _known_tenant(request)
+        await known_tenant(request)
         reply = await request.app.state.clients.context.EraseUser(
             context_pb.EraseUserRequest(
                 user_id=user_id, on_behalf_of=convert.on_behalf_of(principal)
@@ -179,7 +164,7 @@ async def erase_user(
     "/v2/tenants/{tenantId}/sessions/{sessionId}",
     response_model=SessionTranscript,
     summary="Read a session's context and transcript",
-    responses=PROBLEMS,
+    responses=TENANT_PROBLEMS,
 )
 async def get_session(
     request: Request,

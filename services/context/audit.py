@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from google.protobuf import json_format, struct_pb2
 from metaagent.context.v1 import audit_pb2
 
-from services.context.store import NOT_OUR_PAGE_CURSOR, AuditFilters, page_position
+from services.context.store import AuditFilters, page_start
 from services.mesh.errors import FieldViolation, invalid_argument
 
 GENESIS_HASH = "0" * 64
@@ -47,6 +47,10 @@ class Actor:
         if not self.role:
             return {}
         return {"byRole": self.role, "byRef": user_reference(tenant_id, self.subject)}
+
+
+NO_ACTOR = Actor()
+"""No one named: the default of calls made without a caller (tests, tools)."""
 
 
 def principal_violations(role: str, subject: str, field: str) -> list[FieldViolation]:
@@ -213,14 +217,7 @@ class AuditLog:
     async def page(
         self, tenant_id: str, page_size: int, page_token: str, filters: AuditFilters
     ) -> tuple[list[audit_pb2.AuditEntry], str]:
-        after = page_position(page_token)
-        violations = []
-        if page_size < 0:
-            violations.append(FieldViolation("page_size", "must not be negative"))
-        if after is None:
-            violations.append(FieldViolation("page_token", NOT_OUR_PAGE_CURSOR))
-        if violations or after is None:
-            raise invalid_argument(*violations)
+        after = page_start(page_size, page_token)
         size = min(page_size or 100, MAX_PAGE)
         entries = await self._store.audit_entries(tenant_id, after, size + 1, filters)
         more = len(entries) > size

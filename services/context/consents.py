@@ -12,20 +12,17 @@ from typing import Any, Protocol
 from google.protobuf import struct_pb2
 from metaagent.context.v1 import consent_pb2
 
-from services.context.audit import Actor, AuditLog, user_reference
+from services.context.audit import NO_ACTOR, Actor, AuditLog, user_reference
 from services.context.cache import SessionCache
 from services.context.sessions import cache_key
 from services.context.store import ConsentChange, Erasure, SessionStore
 from services.mesh.errors import FieldViolation, invalid_argument
-
-__all__ = ["KIND_NAMES", "ConsentBook", "StoredReplies", "user_reference"]
 
 KIND_NAMES: dict[int, str] = {
     consent_pb2.CONSENT_KIND_VOICE_RECORDING: "voice_recording",
     consent_pb2.CONSENT_KIND_DATA_LEARNING: "data_learning",
 }
 MAX_USER_ID = 128
-NO_ACTOR = Actor()
 
 
 class StoredReplies(Protocol):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from metaagent.context.v1 import handoff_pb2
 
 from services.context.rows import timestamp
@@ -48,12 +48,6 @@ class HandoffClaim:
     """Waiting hand-overs to take at most (0: none, the held ones are renewed)."""
     skip: frozenset[str] = frozenset()
     """Held hand-overs the caller has already: renewed, not returned."""
-
-
-def payload_values(handoff: handoff_pb2.QueuedHandoff) -> dict[str, Any]:
-    """The payload as a JSON object, as both adapters store it."""
-    values: dict[str, Any] = json_format.MessageToDict(handoff.payload)
-    return values
 
 
 def handoff_from(

@@ -31,7 +31,8 @@ SINGLE_LINE: Final = re.compile(r"^[^\x00-\x1f\x7f]*\Z")
 ID_RULE: Final = "must be 1-128 of [A-Za-z0-9._:-]"
 
 
-def _id(field: str, value: str, *, required: bool = True) -> list[FieldViolation]:
+def id_violations(field: str, value: str, *, required: bool = True) -> list[FieldViolation]:
+    """What is wrong with an id of the mesh (correlation.ID_PATTERN), if anything."""
     if not value:
         return [FieldViolation(field, "is required")] if required else []
     if not correlation.ID_PATTERN.match(value):
@@ -61,7 +62,8 @@ class HandoffDesk:
         self._store = store
 
     async def enqueue(self, tenant_id: str, request: pb.EnqueueHandoffRequest) -> bool:
-        violations = _id("event_id", request.event_id) + _id("session_id", request.session_id)
+        violations = id_violations("event_id", request.event_id)
+        violations += id_violations("session_id", request.session_id)
         if not KIND.match(request.kind):
             violations.append(FieldViolation("kind", "must be 1-32 of [a-z0-9_], a letter first"))
         violations += _person("user_id", request.user_id, required=False)
@@ -90,7 +92,7 @@ class HandoffDesk:
         self, tenant_id: str, request: pb.ClaimHandoffsRequest
     ) -> list[handoff_pb2.QueuedHandoff]:
         violations = _person("agent_id", request.agent_id)
-        violations += _id("connection_id", request.connection_id)
+        violations += id_violations("connection_id", request.connection_id)
         if not 1 <= request.lease_seconds <= MAX_LEASE_SECONDS:
             violations.append(FieldViolation("lease_seconds", f"must be 1..{MAX_LEASE_SECONDS}"))
         if not 0 <= request.max_events <= MAX_EVENTS:
@@ -117,8 +119,9 @@ class HandoffDesk:
         return claimed
 
     async def complete(self, tenant_id: str, request: pb.CompleteHandoffRequest) -> bool:
-        violations = _id("event_id", request.event_id) + _person("agent_id", request.agent_id)
-        violations += _id("connection_id", request.connection_id, required=False)
+        violations = id_violations("event_id", request.event_id)
+        violations += _person("agent_id", request.agent_id)
+        violations += id_violations("connection_id", request.connection_id, required=False)
         _raise(violations)
         completed = await self._store.complete_handoff(
             tenant_id, request.event_id, request.agent_id, request.connection_id
@@ -132,7 +135,7 @@ class HandoffDesk:
 
     async def release(self, tenant_id: str, request: pb.ReleaseHandoffsRequest) -> int:
         violations = _person("agent_id", request.agent_id)
-        violations += _id("connection_id", request.connection_id)
+        violations += id_violations("connection_id", request.connection_id)
         _raise(violations)
         released = await self._store.release_handoffs(
             tenant_id, request.agent_id, request.connection_id

@@ -13,9 +13,9 @@ from services.context.handoff_rows import (
     HandoffClaim,
     completes,
     handoff_from,
-    payload_values,
 )
 from services.mesh.errors import not_found
+from services.mesh.freeform import struct_to_dict
 
 COLUMNS = ", ".join(HANDOFF_COLUMNS)
 
@@ -40,9 +40,9 @@ async def enqueue(
         handoff.session_id,
         handoff.user_id,
         handoff.kind,
-        payload_values(handoff),
+        struct_to_dict(handoff.payload),
     )
-    return bool(status == "INSERT 0 1")
+    return _rows(status) == 1
 
 
 async def claim(
@@ -140,7 +140,7 @@ async def release(
         PENDING,
         DELIVERED,
     )
-    return int(status.rsplit(" ", 1)[-1])
+    return _rows(status)
 
 
 async def erase(
@@ -156,4 +156,9 @@ async def erase(
         user_id,
         session_ids,
     )
+    return _rows(status)
+
+
+def _rows(status: str) -> int:
+    """The row count of a command status ("INSERT 0 1", "UPDATE 2", "DELETE 0")."""
     return int(status.rsplit(" ", 1)[-1])

@@ -4,8 +4,7 @@ are Unix seconds (REAL), like the outbox's; rows are ordered by rowid."""
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +19,10 @@ from services.context.handoff_rows import (
     HandoffClaim,
     completes,
     handoff_from,
-    payload_values,
 )
+from services.context.sqlite_transaction import transaction
 from services.mesh.errors import not_found
+from services.mesh.freeform import struct_to_dict
 
 COLUMNS = ", ".join(HANDOFF_COLUMNS)
 
@@ -49,17 +49,6 @@ MIGRATION = """
 """
 
 
-@asynccontextmanager
-async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        await db.execute("COMMIT")
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-
-
 async def enqueue(
     db: aiosqlite.Connection, tenant_id: str, handoff: handoff_pb2.QueuedHandoff
 ) -> bool:
@@ -79,7 +68,7 @@ async def enqueue(
                 handoff.session_id,
                 handoff.user_id,
                 handoff.kind,
-                json.dumps(payload_values(handoff)),
+                json.dumps(struct_to_dict(handoff.payload)),
                 datetime.now(UTC).isoformat(),
             ),
         )

@@ -187,7 +187,7 @@ def action_dict(action: conversation_pb2.Action) -> dict[str, Any]:
     if action.type:
         result["type"] = action.type
     if action.HasField("params"):
-        result["params"] = json_format.MessageToDict(action.params)
+        result["params"] = struct_to_dict(action.params)
     if action.status:
         result["status"] = conversation_pb2.ActionStatus.Name(action.status)
     return result

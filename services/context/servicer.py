@@ -12,7 +12,7 @@ from metaagent.context.v1 import context_service_pb2_grpc
 from services.context.audit import Actor, AuditLog, principal_violations
 from services.context.consents import ConsentBook
 from services.context.guards import TurnGuards
-from services.context.handoffs import HandoffDesk
+from services.context.handoffs import HandoffDesk, id_violations
 from services.context.idempotency import ClaimState
 from services.context.sessions import ContextBook
 from services.context.store import AuditFilters
@@ -35,10 +35,9 @@ CLAIM_STATES = {
 
 
 def _session_id(value: str, field: str = "session_id") -> str:
-    if not value:
-        raise invalid_argument(FieldViolation(field, "is required"))
-    if not correlation.ID_PATTERN.match(value):
-        raise invalid_argument(FieldViolation(field, "must be 1-128 of [A-Za-z0-9._:-]"))
+    violations = id_violations(field, value)
+    if violations:
+        raise invalid_argument(*violations)
     return value
 
 

@@ -10,17 +10,16 @@ from google.protobuf import struct_pb2
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import audit_pb2, outbox_pb2
 
-from services.context.audit import Actor, audit_entry
+from services.context.audit import NO_ACTOR, Actor, audit_entry
 from services.context.cache import SessionCache
 from services.context.folding import fold_lines
 from services.context.locks import SessionLocks
 from services.context.store import (
-    NOT_OUR_PAGE_CURSOR,
     SessionStore,
     StoredTenant,
     TenantWrite,
     check_fence,
-    page_position,
+    page_start,
 )
 from services.mesh.errors import (
     FieldViolation,
@@ -29,7 +28,7 @@ from services.mesh.errors import (
     invalid_argument,
     not_found,
 )
-from services.mesh.tenant_rules import TENANT_REVISION_MISMATCH, tenant_config_violations
+from services.mesh.tenant_rules import tenant_config_violations
 
 log = logging.getLogger("metaagent.context")
 
@@ -208,14 +207,7 @@ class ContextBook:
         self, tenant_id: str, session_id: str, page_size: int, page_token: str
     ) -> tuple[list[conversation_pb2.ConversationTurn], str]:
         """One page of the full transcript, oldest first, and the next page's token."""
-        after = page_position(page_token)
-        violations = []
-        if page_size < 0:
-            violations.append(FieldViolation("page_size", "must not be negative"))
-        if after is None:
-            violations.append(FieldViolation("page_token", NOT_OUR_PAGE_CURSOR))
-        if violations or after is None:
-            raise invalid_argument(*violations)
+        after = page_start(page_size, page_token)
         if await self._store.load_session(tenant_id, session_id, 0) is None:
             raise not_found(f"session '{session_id}' does not exist", "SESSION_NOT_FOUND")
         size = min(page_size or DEFAULT_TURNS_PAGE, MAX_TURNS_PAGE)
@@ -288,7 +280,7 @@ class ContextBook:
         *,
         expected_revision: int = 0,
         correlation_id: str = "",
-        actor: Actor = Actor(),  # noqa: B008 - frozen dataclass, immutable
+        actor: Actor = NO_ACTOR,
     ) -> TenantWrite:
         """Validate and store the tenant's configuration with its "tenant_configured" audit
         entry, in one transaction; the write says whether it created the tenant and the
@@ -316,15 +308,10 @@ class ContextBook:
             )
 
         try:
-            written = await self._store.put_tenant(
-                stored, audit, expected_revision=expected_revision
-            )
-        except MeshError as error:
-            if error.reason == TENANT_REVISION_MISMATCH:
-                self._tenants.pop(tenant_id, None)  # it may be what the caller read
-            raise
-        self._tenants.pop(tenant_id, None)
-        return written
+            return await self._store.put_tenant(stored, audit, expected_revision=expected_revision)
+        finally:
+            # Written, or refused as stale (the cached copy may be what the caller read).
+            self._tenants.pop(tenant_id, None)
 
 
 def _configured_payload(

@@ -38,6 +38,7 @@ from services.context.rows import (
     turn_values,
     with_outbox_status,
 )
+from services.context.sqlite_transaction import transaction
 from services.context.store import (
     AuditFilters,
     ConsentChange,
@@ -325,8 +326,7 @@ class SqliteStore:
     ) -> list[conversation_pb2.ConversationTurn]:
         stored: list[conversation_pb2.ConversationTurn] = []
         now = _now()
-        await db.execute("BEGIN IMMEDIATE")
-        try:
+        async with transaction(db):
             session = _first(
                 await db.execute_fetchall(
                     "SELECT fence, short_context FROM session_contexts "
@@ -381,10 +381,6 @@ class SqliteStore:
                 "WHERE tenant_id = ? AND session_id = ?",
                 (*params, tenant_id, session_id),
             )
-            await db.execute("COMMIT")
-        except BaseException:
-            await db.execute("ROLLBACK")
-            raise
         return stored
 
     async def update_short_context(
@@ -694,39 +690,31 @@ class SqliteStore:
         return [row[0] for row in rows]
 
     async def erase_user(self, tenant_id: str, user_id: str) -> Erasure:
-        async with self._connection() as db:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(
-                    "SELECT session_id FROM session_contexts WHERE tenant_id = ? AND user_id = ?",
-                    (tenant_id, user_id),
-                ) as cursor:
-                    sessions = [row[0] for row in await cursor.fetchall()]
-                correlation_ids = await self._correlation_ids(db, tenant_id, user_id)
-                queued = await handoffs.erase(db, tenant_id, user_id)
-                turns = 0
-                for session_id in sessions:
-                    scope = (tenant_id, session_id)
-                    await db.execute(
-                        "DELETE FROM outbox WHERE tenant_id = ? AND session_id = ?", scope
-                    )
-                    deleted = await db.execute(
-                        "DELETE FROM conversation_turns WHERE tenant_id = ? AND session_id = ?",
-                        scope,
-                    )
-                    turns += deleted.rowcount
-                    await db.execute(
-                        "DELETE FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
-                        scope,
-                    )
-                consent = await db.execute(
-                    "DELETE FROM user_consents WHERE tenant_id = ? AND user_id = ?",
-                    (tenant_id, user_id),
+        async with self._connection() as db, transaction(db):
+            rows = await db.execute_fetchall(
+                "SELECT session_id FROM session_contexts WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            )
+            sessions = [row[0] for row in rows]
+            correlation_ids = await self._correlation_ids(db, tenant_id, user_id)
+            queued = await handoffs.erase(db, tenant_id, user_id)
+            turns = 0
+            for session_id in sessions:
+                scope = (tenant_id, session_id)
+                await db.execute("DELETE FROM outbox WHERE tenant_id = ? AND session_id = ?", scope)
+                deleted = await db.execute(
+                    "DELETE FROM conversation_turns WHERE tenant_id = ? AND session_id = ?",
+                    scope,
                 )
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+                turns += deleted.rowcount
+                await db.execute(
+                    "DELETE FROM session_contexts WHERE tenant_id = ? AND session_id = ?",
+                    scope,
+                )
+            consent = await db.execute(
+                "DELETE FROM user_consents WHERE tenant_id = ? AND user_id = ?",
+                (tenant_id, user_id),
+            )
         return Erasure(sessions, turns, consent.rowcount > 0, correlation_ids, queued)
 
     async def get_tenant(self, tenant_id: str) -> tenant_pb2.TenantConfig | None:
@@ -752,34 +740,29 @@ class SqliteStore:
         expected_revision: int = 0,
     ) -> TenantWrite:
         config, now = json_format.MessageToJson(tenant), _now().isoformat()
-        async with self._connection() as db:
-            # BEGIN IMMEDIATE takes the file's write lock (against other processes too), so the
-            # revision read here is the one the conditional UPDATE below finds.
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                async with db.execute(
+        # The transaction takes the file's write lock (against other processes too), so the
+        # revision read here is the one the conditional UPDATE below finds.
+        async with self._connection() as db, transaction(db):
+            row = _first(
+                await db.execute_fetchall(
                     "SELECT revision FROM tenants WHERE tenant_id = ?", (tenant.tenant_id,)
-                ) as cursor:
-                    row = await cursor.fetchone()
-                current = 0 if row is None else int(row[0])
-                if expected_revision and expected_revision != current:
-                    raise revision_mismatch(tenant.tenant_id, current, expected_revision)
-                if row is None:
-                    await db.execute(
-                        "INSERT INTO tenants (tenant_id, config, updated_at, revision) "
-                        "VALUES (?, ?, ?, 1)",
-                        (tenant.tenant_id, config, now),
-                    )
-                else:
-                    await db.execute(
-                        "UPDATE tenants SET config = ?, updated_at = ?, revision = ? "
-                        "WHERE tenant_id = ?",
-                        (config, now, current + 1, tenant.tenant_id),
-                    )
-                if audit is not None:
-                    await self._append_audit(db, tenant.tenant_id, audit(row is None))
-                await db.execute("COMMIT")
-            except BaseException:
-                await db.execute("ROLLBACK")
-                raise
+                )
+            )
+            current = 0 if row is None else int(row[0])
+            if expected_revision and expected_revision != current:
+                raise revision_mismatch(tenant.tenant_id, current, expected_revision)
+            if row is None:
+                await db.execute(
+                    "INSERT INTO tenants (tenant_id, config, updated_at, revision) "
+                    "VALUES (?, ?, ?, 1)",
+                    (tenant.tenant_id, config, now),
+                )
+            else:
+                await db.execute(
+                    "UPDATE tenants SET config = ?, updated_at = ?, revision = ? "
+                    "WHERE tenant_id = ?",
+                    (config, now, current + 1, tenant.tenant_id),
+                )
+            if audit is not None:
+                await self._append_audit(db, tenant.tenant_id, audit(row is None))
         return TenantWrite(created=row is None, revision=current + 1)

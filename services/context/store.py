@@ -15,26 +15,32 @@ from metaagent.common.v1 import conversation_pb2, tenant_pb2
 from metaagent.context.v1 import audit_pb2, consent_pb2, handoff_pb2, outbox_pb2
 
 from services.context.handoff_rows import HandoffClaim
-from services.mesh.errors import failed_precondition
+from services.mesh.errors import FieldViolation, failed_precondition, invalid_argument
 
 PAGE_CURSOR = re.compile(r"[0-9]{1,19}")
 NOT_OUR_PAGE_CURSOR = "is not a token from this API"
 MAX_POSITION = 2**63 - 1
 
 
-def page_position(page_token: str) -> int | None:
-    """The position a page token of this service stands for (0 for the first page), or None
-    when it is not one this service could have issued.
+def page_start(page_size: int, page_token: str) -> int:
+    """The position a page request starts after (0 for the first page); INVALID_ARGUMENT
+    naming `page_size` when it is negative and `page_token` when it is not a token this
+    service could have issued.
 
     Tokens are the decimal position of the last item of the previous page, which every store
     keeps within a signed 64-bit integer: signs, spaces, non-ASCII digits or a value beyond
-    int64 are refused here (INVALID_ARGUMENT naming `page_token` for the caller), so they never
-    reach a store, whose driver would fail on them."""
-    if not page_token:
-        return 0
-    if not PAGE_CURSOR.fullmatch(page_token) or int(page_token) > MAX_POSITION:
-        return None
-    return int(page_token)
+    int64 are refused here, so they never reach a store, whose driver would fail on them."""
+    violations = []
+    if page_size < 0:
+        violations.append(FieldViolation("page_size", "must not be negative"))
+    valid = not page_token or (
+        PAGE_CURSOR.fullmatch(page_token) is not None and int(page_token) <= MAX_POSITION
+    )
+    if not valid:
+        violations.append(FieldViolation("page_token", NOT_OUR_PAGE_CURSOR))
+    if violations:
+        raise invalid_argument(*violations)
+    return int(page_token or 0)
 
 
 class StoreUnavailable(Exception):

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from services.mesh.identity import ALL_IDENTITIES, identity_from_spiffe, spiffe_id
+from services.mesh.identity import ALL_IDENTITIES, identity_among, spiffe_id
 
 CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
@@ -146,12 +146,7 @@ def identity_of(certificate_pem: bytes) -> str | None:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except (ValueError, x509.ExtensionNotFound):
         return None
-    identities = {
-        identity_from_spiffe(uri)
-        for uri in san.value.get_values_for_type(x509.UniformResourceIdentifier)
-    }
-    identities.discard(None)
-    return identities.pop() if len(identities) == 1 else None
+    return identity_among(san.value.get_values_for_type(x509.UniformResourceIdentifier))
 
 
 def _fresh(path: Path) -> bool:

@@ -1,5 +1,6 @@
 """Per-call correlation data, bound to contextvars by the server interceptor and forwarded by
-the client interceptors, so every log line and every outbound call carries it."""
+the outbound channel (services/mesh/outbound.py), so every log line and every outbound call
+carries it."""
 
 import contextvars
 import functools
@@ -36,14 +37,10 @@ class CallContext:
             return None
         return self.deadline - time.monotonic()
 
-    def outbound_metadata(self) -> list[tuple[str, str]]:
-        """The metadata an outbound call forwards."""
-        return list(self.forwarded)
-
     @functools.cached_property
     def forwarded(self) -> tuple[tuple[str, str], ...]:
-        """`outbound_metadata`, computed once per context (a turn makes a dozen calls under
-        one)."""
+        """The metadata an outbound call forwards, computed once per context (a turn makes a
+        dozen calls under one)."""
         pairs = (
             (CORRELATION_ID, self.correlation_id),
             (TENANT_ID, self.tenant_id),

@@ -16,6 +16,10 @@ from google.rpc import error_details_pb2, status_pb2
 ERROR_DOMAIN = "metaagent.dev"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
+SERVER_FAULTS = frozenset(
+    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+)
+"""The codes that say the server itself failed (logged at WARNING, errors on spans)."""
 
 PROPAGATED_CODES = frozenset(
     {

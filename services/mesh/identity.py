@@ -1,5 +1,6 @@
 """Names of the mesh's components; each is the identity in its mTLS certificate."""
 
+from collections.abc import Iterable
 from typing import Final
 
 CONTEXT: Final = "context"
@@ -31,3 +32,11 @@ def identity_from_spiffe(uri: str) -> str | None:
         return None
     name = uri[len(prefix) :]
     return name if name in ALL_IDENTITIES else None
+
+
+def identity_among(uris: Iterable[str]) -> str | None:
+    """The one identity the SPIFFE URIs of a certificate name; None when they name none of ours
+    or more than one."""
+    identities = {identity_from_spiffe(uri) for uri in uris}
+    identities.discard(None)
+    return identities.pop() if len(identities) == 1 else None

@@ -13,7 +13,7 @@ when tracing is on, a SERVER span is current: services/mesh/tracing.py), and any
 the logic raises becomes a status with details; any other exception becomes INTERNAL with the
 correlation id and no stack trace. Every call is counted and timed by method and status code
 (services/mesh/metrics.py) and logged: at INFO, a server fault at WARNING, a successful call of
-an RPC polled on a timer at DEBUG (services/mesh/policy.py, POLLED_METHODS), health and
+an RPC polled on a timer at DEBUG (`polled` in its `rpc_policy`), health and
 reflection only when they fail.
 """
 
@@ -32,8 +32,14 @@ from grpc._cython import cygrpc  # type: ignore[attr-defined]  # no stubs: Execu
 from opentelemetry.trace import Span
 
 from services.mesh import correlation, metrics, tracing
-from services.mesh.errors import FieldViolation, MeshError, invalid_argument, unavailable
-from services.mesh.identity import identity_from_spiffe
+from services.mesh.errors import (
+    SERVER_FAULTS,
+    FieldViolation,
+    MeshError,
+    invalid_argument,
+    unavailable,
+)
+from services.mesh.identity import identity_among
 from services.mesh.policy import MethodPolicy, lookup
 
 log = logging.getLogger("metaagent.rpc")
@@ -41,9 +47,6 @@ log = logging.getLogger("metaagent.rpc")
 SAN_PROPERTY = "x509_subject_alternative_name"
 CALL_OVER: tuple[type[Exception], ...] = (cygrpc.ExecuteBatchError,)
 """What `context.write` raises once the call is over (deadline passed, client gone)."""
-SERVER_FAULTS = frozenset(
-    {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
-)
 
 
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
@@ -65,13 +68,9 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
 
 
 def _identity_among(names: tuple[bytes, ...]) -> str | None:
-    identities = {
-        identity_from_spiffe(value.decode("ascii", "replace"))
-        for value in names
-        if value.startswith(b"spiffe://")
-    }
-    identities.discard(None)
-    return identities.pop() if len(identities) == 1 else None
+    return identity_among(
+        value.decode("ascii", "replace") for value in names if value.startswith(b"spiffe://")
+    )
 
 
 PEER_IDENTITIES_KEPT = 256

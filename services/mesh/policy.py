@@ -14,18 +14,6 @@ INFRASTRUCTURE_SERVICES = (
 """Served to any verified mesh identity, with no correlation metadata required."""
 
 
-POLLED_METHODS = frozenset(
-    {
-        "/metaagent.context.v1.ContextService/ListOutbox",
-        "/metaagent.context.v1.ContextService/ClaimHandoffs",
-    }
-)
-"""RPCs called on a timer whether or not there is work: the outbox relay sweeps ListOutbox
-every second while the outbox is empty. Their successful calls are logged at DEBUG, so an idle
-mesh writes no INFO line per poll; their failures keep their level. (Its natural home is an
-`RpcPolicy` field in policy.proto; listed here until the contracts carry one.)"""
-
-
 @dataclass(frozen=True)
 class MethodPolicy:
     """The callers allowed on one RPC and what metadata it needs."""
@@ -34,7 +22,7 @@ class MethodPolicy:
     tenant_optional: bool = False
     infrastructure: bool = False
     polled: bool = False
-    """Called on a timer (POLLED_METHODS): a successful call is logged at DEBUG."""
+    """Called on a timer (`RpcPolicy.polled`): a successful call is logged at DEBUG."""
 
     def admits(self, caller: str) -> bool:
         return self.infrastructure or caller in self.allowed_callers
@@ -61,7 +49,7 @@ def policies_for(services: Iterable[ServiceDescriptor]) -> dict[str, MethodPolic
             table[path] = MethodPolicy(
                 allowed_callers=frozenset(policy.allowed_callers),
                 tenant_optional=policy.tenant_optional,
-                polled=path in POLLED_METHODS,
+                polled=policy.polled,
             )
     return table
 

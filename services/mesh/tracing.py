@@ -35,6 +35,7 @@ from opentelemetry.trace import (
 )
 
 from services.mesh.correlation import TRACEPARENT_PATTERN, CallContext
+from services.mesh.errors import SERVER_FAULTS
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -45,15 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("metaagent.tracing")
 
 INSTRUMENTATION = "metaagent"
-FAULT_CODES = frozenset(
-    {
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DATA_LOSS,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-    }
-)
+FAULT_CODES = SERVER_FAULTS | {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+"""The codes that mark an RPC span an error: the server's faults and a hop it could not reach."""
 
 
 class _State:

@@ -43,9 +43,8 @@ def build_relay(
     consumers: EmbeddedConsumers | None = None,
 ) -> RelayRunner:
     """The outbox relay and, on the embedded bus, the reference consumers."""
-    secret = settings.azure_service_bus_connection_string
     bus = open_action_bus(
-        secret.get_secret_value() if secret else None,
+        settings.azure_service_bus_connection_string,
         topic=settings.service_bus_topic_actions,
         require_broker=settings.environment == "production",
     )
@@ -96,6 +95,7 @@ def session_still_there(clients: MeshClients) -> Callable[[HandoffEvent], Awaita
 
 def build_handoff_queue(settings: OrchestratorSettings, clients: MeshClients) -> HandoffQueue:
     """The hand-over queue `ORCHESTRATOR_HANDOFF_QUEUE` names (see the settings)."""
+    still_wanted = session_still_there(clients)
     if settings.handoff_queue_kind() == "context":
         return ContextHandoffQueue(
             clients,
@@ -103,11 +103,11 @@ def build_handoff_queue(settings: OrchestratorSettings, clients: MeshClients) ->
             lease_seconds=lease_for(
                 settings.handoff_resume_grace_seconds, settings.handoff_poll_seconds
             ),
-            still_wanted=session_still_there(clients),
+            still_wanted=still_wanted,
         )
     return HandoffHub(
         resume_grace=settings.handoff_resume_grace_seconds,
-        still_wanted=session_still_there(clients),
+        still_wanted=still_wanted,
     )
 
 
@@ -116,17 +116,17 @@ def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
     queue = build_handoff_queue(settings, clients)
     consumers = EmbeddedConsumers.create(hub=queue)
     relay = build_relay(settings, clients, consumers) if settings.run_relay else None
-    durable = isinstance(queue, ContextHandoffQueue)
+    durable = queue if isinstance(queue, ContextHandoffQueue) else None
     connection = settings.service_bus_connection()
     feed = None
-    if durable and connection:
+    if durable is not None and connection:
         feed = handoff_feed(
             connection,
             consumers.handoff,
             subscription=settings.service_bus_subscription_handoffs,
             topic=settings.service_bus_topic_actions,
         )
-    serving = queue if durable or relay else None
+    serving = queue if durable is not None or relay else None
 
     async def dependencies_serving() -> None:
         for dependency in DEPENDENCIES:
@@ -154,7 +154,7 @@ def build_server(settings: OrchestratorSettings) -> OrchestratorServer:
         cleanup=[
             *([feed.stop] if feed else []),
             *([relay.stop] if relay else []),
-            *([queue.aclose] if isinstance(queue, ContextHandoffQueue) else []),
+            *([durable.aclose] if durable is not None else []),
             clients.close,
         ],
     )

@@ -27,7 +27,6 @@ import logging
 import re
 
 import grpc
-from google.protobuf import json_format
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
@@ -226,5 +225,5 @@ def _reply_of(turn: conversation_pb2.ConversationTurn) -> tuple[object, ...]:
     return (
         turn.metadata.human_agent_id,
         turn.text,
-        [(a.type, json_format.MessageToDict(a.params)) for a in turn.actions],
+        [(a.type, a.params) for a in turn.actions],
     )

@@ -32,7 +32,6 @@ correlation id per sweep and no tenant.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import random
 import time
@@ -48,6 +47,7 @@ from prometheus_client import Counter
 
 from services.mesh import correlation, tracing
 from services.mesh.backoff import RetryPolicy
+from services.orchestrator.background import BackgroundTask
 from services.orchestrator.bus import (
     ActionBus,
     BusError,
@@ -335,33 +335,26 @@ class RelayRunner:
         self.relay = relay
         self.bus = bus
         self._consumers = local_consumers
-        self._grace = grace
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask(
+            relay.run,
+            name="outbox-relay",
+            label="outbox relay",
+            grace=grace,
+            extra={"bus": type(bus).__name__},
+        )
 
     async def start(self) -> None:
-        if self._task is not None:
+        if self._task.started:
             return
         from services.orchestrator.bus.local import LocalBus
         from services.orchestrator.consumers import subscribe_local
 
         if isinstance(self.bus, LocalBus) and self._consumers:
             await subscribe_local(self.bus, self._consumers)
-        self._task = asyncio.create_task(
-            self.relay.run(self._stop), name="outbox-relay", context=contextvars.Context()
-        )
-        log.info("outbox relay started", extra={"bus": type(self.bus).__name__})
+        await self._task.start()
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, self._grace)
-            except TimeoutError:
-                log.warning("outbox relay did not stop in time; cancelled")
-            except Exception:
-                log.exception("outbox relay ended with an error")
-            self._task = None
+        await self._task.stop()
         await self.bus.close()
 
 

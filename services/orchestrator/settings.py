@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 
 from services.mesh.settings import MeshSettings
+from services.orchestrator.bus import broker_connection
 
 HandoffQueueKind = Literal["memory", "context"]
 
@@ -77,9 +78,7 @@ class OrchestratorSettings(MeshSettings):
 
     def service_bus_connection(self) -> str | None:
         """The Service Bus connection string, or None for the in-process bus."""
-        secret = self.azure_service_bus_connection_string
-        raw = secret.get_secret_value().strip() if secret else ""
-        return None if raw in ("", "memory://") else raw
+        return broker_connection(self.azure_service_bus_connection_string)
 
     def handoff_queue_kind(self) -> HandoffQueueKind:
         """The hand-over queue in use (`auto` resolved)."""

@@ -1,43 +1,18 @@
 """Product catalogues: JSON Lines in, first-class documents out.
 
-Parsing and validation are shared with the gateway (`services.mesh.catalogue`, re-exported
-here); what a product becomes in the knowledge base is the retrieval service's own: the
-document `doc_id = id` (source "catalogue") whose text reads like a catalogue entry and whose
-`metadata.fields` keep the structured values, so search hits carry price, currency and stock to
-the orchestrator.
+Parsing and validation are shared with the gateway (`services.mesh.catalogue`; what this
+service uses of it is re-exported here); what a product becomes in the knowledge base is the
+retrieval service's own: the document `doc_id = id` (source "catalogue") whose text reads like a
+catalogue entry and whose `metadata.fields` keep the structured values, so search hits carry
+price, currency and stock to the orchestrator.
 """
 
 from google.protobuf import struct_pb2
 from metaagent.retrieval.v1 import retrieval_service_pb2 as pb
 
-from services.mesh.catalogue import (
-    CURRENCY,
-    KNOWN_KEYS,
-    MAX_LINE_BYTES,
-    MAX_PRICE,
-    CatalogueCheck,
-    CatalogueLine,
-    check_catalogue,
-    finite_struct,
-    parse_catalogue,
-    product_from_json,
-    validate_product,
-)
+from services.mesh.catalogue import finite_struct, parse_catalogue, validate_product
 
-__all__ = [
-    "CURRENCY",
-    "KNOWN_KEYS",
-    "MAX_LINE_BYTES",
-    "MAX_PRICE",
-    "CatalogueCheck",
-    "CatalogueLine",
-    "check_catalogue",
-    "finite_struct",
-    "parse_catalogue",
-    "product_document",
-    "product_from_json",
-    "validate_product",
-]
+__all__ = ["finite_struct", "parse_catalogue", "product_document", "validate_product"]
 
 
 def product_document(product: pb.Product) -> pb.Document:

@@ -9,9 +9,9 @@ from google.protobuf import struct_pb2
 from metaagent.common.v1 import conversation_pb2
 from metaagent.context.v1 import consent_pb2
 
-from services.context.audit import AuditLog
+from services.context.audit import AuditLog, user_reference
 from services.context.cache import MemoryCache
-from services.context.consents import ConsentBook, user_reference
+from services.context.consents import ConsentBook
 from services.context.sessions import ContextBook
 from services.context.store import AuditFilters, SessionStore
 from services.mesh.errors import MeshError

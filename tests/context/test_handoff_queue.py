@@ -4,9 +4,7 @@ handed to it again, to no one else) until its lease runs out, completed by its h
 given back when its connection leaves, tenant by tenant, and erased with its user."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import asyncpg
 import grpc
 import pytest
 from google.protobuf import struct_pb2
@@ -15,7 +13,6 @@ from metaagent.context.v1 import handoff_pb2
 from services.context.handoff_rows import HandoffClaim
 from services.context.store import SessionStore
 from services.mesh.errors import MeshError
-from tests.support.postgres import ThrowawayDatabase
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -203,58 +200,3 @@ async def test_erasing_a_user_deletes_their_queued_hand_overs(
         await store.enqueue_handoff(tenant, _handoff("e-late"))
     assert late.value.reason == "SESSION_NOT_FOUND", "a late redelivery queues nothing"
     assert (await store.erase_user(tenant, "u1")).handoffs == 0
-
-
-# --- PostgreSQL: row-level security on the table itself ------------------------------------------
-
-
-@pytest.fixture
-async def app_connection(postgres_database: ThrowawayDatabase) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(postgres_database.app_dsn)
-    yield connection
-    await connection.close()
-
-
-async def _as_tenant(connection: asyncpg.Connection, tenant: str) -> None:
-    await connection.execute("SELECT set_config('app.current_tenant_id', $1, true)", tenant)
-
-
-async def test_row_level_security_keeps_the_queue_per_tenant(
-    postgres_database: ThrowawayDatabase, app_connection: asyncpg.Connection, tenant: str
-) -> None:
-    from services.context.postgres import PostgresStore
-
-    store = PostgresStore(postgres_database.app_dsn)
-    await store.open()
-    try:
-        a, b = tenant, f"{tenant}-b"
-        await _queued(store, a, "e-a")
-        await _queued(store, b, "e-b")
-    finally:
-        await store.close()
-    async with app_connection.transaction():
-        await _as_tenant(app_connection, a)
-        rows = await app_connection.fetch("SELECT tenant_id, event_id FROM handoff_queue")
-        assert [tuple(row) for row in rows] == [(a, "e-a")], "no WHERE clause, still only a's"
-        assert await app_connection.execute(
-            "DELETE FROM handoff_queue WHERE tenant_id = $1", b
-        ) == ("DELETE 0")
-        assert await app_connection.execute(
-            "UPDATE handoff_queue SET status = 'done' WHERE tenant_id = $1", b
-        ) == ("UPDATE 0")
-    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="row-level security"):
-        async with app_connection.transaction():
-            await _as_tenant(app_connection, a)
-            await app_connection.execute(
-                "INSERT INTO handoff_queue (tenant_id, event_id, session_id, kind, payload) "
-                "VALUES ($1, 'planted', 's1', 'handoff', '{}')",
-                b,
-            )
-    async with app_connection.transaction():
-        assert await app_connection.fetchval("SELECT count(*) FROM handoff_queue") == 0, (
-            "a transaction that forgot the tenant sees nothing"
-        )
-    forced = await app_connection.fetchrow(
-        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'handoff_queue'"
-    )
-    assert tuple(forced) == (True, True)

@@ -7,6 +7,7 @@ import asyncpg
 import grpc
 import pytest
 from metaagent.common.v1 import conversation_pb2, tenant_pb2
+from metaagent.context.v1 import handoff_pb2
 
 from services.context.postgres import PostgresStore
 from services.mesh.errors import MeshError
@@ -171,3 +172,47 @@ async def test_a_store_behind_the_schema_refuses_to_start(
     finally:
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
         await admin.close()
+
+
+async def test_the_handoff_queue_is_kept_per_tenant(
+    postgres_database: ThrowawayDatabase, app_connection: asyncpg.Connection, tenant: str
+) -> None:
+    store = PostgresStore(postgres_database.app_dsn)
+    await store.open()
+    try:
+        a, b = tenant, f"{tenant}-b"
+        for owner, event_id in ((a, "e-a"), (b, "e-b")):
+            await store.create_session(owner, "s1", "u1", 1)
+            handoff = handoff_pb2.QueuedHandoff(
+                event_id=event_id, session_id="s1", user_id="u1", kind="handoff"
+            )
+            handoff.payload.update({"reason": "customer_request"})
+            assert await store.enqueue_handoff(owner, handoff)
+    finally:
+        await store.close()
+    async with app_connection.transaction():
+        await _as_tenant(app_connection, a)
+        rows = await app_connection.fetch("SELECT tenant_id, event_id FROM handoff_queue")
+        assert [tuple(row) for row in rows] == [(a, "e-a")], "no WHERE clause, still only a's"
+        assert await app_connection.execute(
+            "DELETE FROM handoff_queue WHERE tenant_id = $1", b
+        ) == ("DELETE 0")
+        assert await app_connection.execute(
+            "UPDATE handoff_queue SET status = 'done' WHERE tenant_id = $1", b
+        ) == ("UPDATE 0")
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="row-level security"):
+        async with app_connection.transaction():
+            await _as_tenant(app_connection, a)
+            await app_connection.execute(
+                "INSERT INTO handoff_queue (tenant_id, event_id, session_id, kind, payload) "
+                "VALUES ($1, 'planted', 's1', 'handoff', '{}')",
+                b,
+            )
+    async with app_connection.transaction():
+        assert await app_connection.fetchval("SELECT count(*) FROM handoff_queue") == 0, (
+            "a transaction that forgot the tenant sees nothing"
+        )
+    forced = await app_connection.fetchrow(
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'handoff_queue'"
+    )
+    assert tuple(forced) == (True, True)

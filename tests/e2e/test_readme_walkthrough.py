@@ -24,8 +24,10 @@ from typing import Any
 
 import pytest
 
-from gateway.admin_models import TenantConfig, tenant_config_errors
+from gateway import admin_convert
+from gateway.admin_models import TenantConfig
 from services.mesh.catalogue import check_catalogue
+from services.mesh.tenant_rules import tenant_config_violations
 from tests.support.mesh_process import METAAGENT, ROOT, mesh_environment
 
 README = ROOT / "README.md"
@@ -73,7 +75,8 @@ def test_the_example_tenant_and_catalogue_are_valid() -> None:
     assert files and all(path.is_file() for path in files), files
     (tenant_file,) = [path for path in files if path.suffix == ".json"]
     config = TenantConfig.model_validate_json(tenant_file.read_bytes())
-    assert tenant_config_errors(config, "bluebird") is None
+    message = admin_convert.tenant_config(config, config.tenant_id or "bluebird")
+    assert tenant_config_violations(message, "bluebird") == []
     (catalogue_file,) = [path for path in files if path.suffix == ".jsonl"]
     checked = check_catalogue(catalogue_file.read_bytes().split(b"\n"))
     assert checked.errors == [] and len(checked.products) == len(catalogue_of(blocks))

@@ -18,6 +18,31 @@ from tests.support.public_api import PublicApi
 RAISED = {"dailyTokenBudget": 5000, "turnsPerMinute": 60}
 
 
+def _new_tenant(
+    public_api: PublicApi,
+) -> tuple[str, httpx.AsyncClient, dict[str, dict[str, str]], str]:
+    """A tenant id no other test uses, the client, each role's headers and the tenant's URL."""
+    tenant = new_tenant()
+    return tenant, public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+
+
+def _platform_write(
+    client: httpx.AsyncClient,
+    who: dict[str, dict[str, str]],
+    base: str,
+    quotas: dict[str, int],
+    replies: list[httpx.Response] | None = None,
+) -> Callable[[], Awaitable[None]]:
+    """A platform-admin's write of `quotas`, to run between a tenant-admin's read and write."""
+
+    async def put() -> None:
+        reply = await client.put(base, headers=who["platform"], json=CONFIG | quotas)
+        if replies is not None:
+            replies.append(reply)
+
+    return put
+
+
 def _quotas(body: dict[str, Any]) -> tuple[int, int]:
     return body["dailyTokenBudget"], body["turnsPerMinute"]
 
@@ -38,8 +63,7 @@ def _precondition_failed(reply: httpx.Response, etag: str | None) -> None:
 async def test_reads_and_writes_carry_the_revision_as_a_strong_etag(
     public_api: PublicApi,
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    _, client, who, base = _new_tenant(public_api)
     created = await client.put(base, headers=who["platform"], json=CONFIG | QUOTAS)
     assert (created.status_code, created.headers["ETag"]) == (201, '"1"')
     read = await client.get(base, headers=who["agent"])
@@ -63,8 +87,7 @@ async def test_reads_and_writes_carry_the_revision_as_a_strong_etag(
 async def test_an_if_match_naming_another_revision_is_412_and_writes_nothing(
     public_api: PublicApi, writer: str
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     await create_tenant(public_api, tenant, **QUOTAS)
     first = await client.put(
         base, headers=who[writer] | {"If-Match": '"1"'}, json=CONFIG | {"adn": "Primero."}
@@ -93,8 +116,7 @@ async def test_an_if_match_naming_another_revision_is_412_and_writes_nothing(
 async def test_if_match_star_replaces_whatever_revision_exists(
     public_api: PublicApi, writer: str
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     await create_tenant(public_api, tenant, **QUOTAS)
     await client.put(base, headers=who["platform"], json=CONFIG | QUOTAS | {"adn": "v2"})
     star = await client.put(
@@ -105,8 +127,7 @@ async def test_if_match_star_replaces_whatever_revision_exists(
 
 @pytest.mark.parametrize("tags", ["*", '"1"', '"1", "2"'])
 async def test_if_match_never_creates_a_tenant(public_api: PublicApi, tags: str) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    _, client, who, base = _new_tenant(public_api)
     refused = await client.put(base, headers=who["platform"] | {"If-Match": tags}, json=CONFIG)
     _precondition_failed(refused, None)
     assert (await client.get(base, headers=who["platform"])).status_code == 404
@@ -118,8 +139,7 @@ async def test_if_match_never_creates_a_tenant(public_api: PublicApi, tags: str)
 async def test_a_malformed_if_match_is_400_and_writes_nothing(
     public_api: PublicApi, value: str
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     created = await create_tenant(public_api, tenant)
     for writer in ("admin", "platform"):
         reply = await client.put(
@@ -176,16 +196,10 @@ def _before_tenant_admin_writes(
 async def test_a_quota_change_between_a_tenant_admins_read_and_write_survives(
     public_api: PublicApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     await create_tenant(public_api, tenant, **QUOTAS)
     platform_replies: list[httpx.Response] = []
-
-    async def raise_quotas() -> None:
-        platform_replies.append(
-            await client.put(base, headers=who["platform"], json=CONFIG | RAISED)
-        )
-
+    raise_quotas = _platform_write(client, who, base, RAISED, platform_replies)
     sent = _before_tenant_admin_writes(public_api, monkeypatch, raise_quotas)
     written = await client.put(base, headers=who["admin"], json=CONFIG | {"adn": "Nuevo tono."})
 
@@ -202,14 +216,9 @@ async def test_a_quota_change_between_a_tenant_admins_read_and_write_survives(
 async def test_with_if_match_the_tenant_admin_is_told_instead(
     public_api: PublicApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     await create_tenant(public_api, tenant, **QUOTAS)
-
-    async def raise_quotas() -> None:
-        await client.put(base, headers=who["platform"], json=CONFIG | RAISED)
-
-    _before_tenant_admin_writes(public_api, monkeypatch, raise_quotas)
+    _before_tenant_admin_writes(public_api, monkeypatch, _platform_write(client, who, base, RAISED))
     refused = await client.put(
         base, headers=who["admin"] | {"If-Match": '"1"'}, json=CONFIG | {"adn": "Nuevo tono."}
     )
@@ -224,14 +233,9 @@ async def test_a_tenant_admin_restating_quotas_that_changed_meanwhile_is_412(
 ) -> None:
     """The body repeats the quotas it read (allowed: unchanged); the platform changes them
     before the write: writing the old values back would undo that change."""
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     await create_tenant(public_api, tenant, **QUOTAS)
-
-    async def raise_quotas() -> None:
-        await client.put(base, headers=who["platform"], json=CONFIG | RAISED)
-
-    _before_tenant_admin_writes(public_api, monkeypatch, raise_quotas)
+    _before_tenant_admin_writes(public_api, monkeypatch, _platform_write(client, who, base, RAISED))
     refused = await client.put(
         base, headers=who["admin"], json=CONFIG | QUOTAS | {"adn": "Nuevo tono."}
     )
@@ -243,21 +247,13 @@ async def test_a_tenant_admin_restating_quotas_that_changed_meanwhile_is_412(
 async def test_a_second_change_during_the_retry_is_412_never_a_silent_loss(
     public_api: PublicApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    tenant = new_tenant()
-    client, who, base = public_api.client, roles(public_api, tenant), f"/v2/tenants/{tenant}"
+    tenant, client, who, base = _new_tenant(public_api)
     await create_tenant(public_api, tenant, **QUOTAS)
-
-    def change(quotas: dict[str, int]) -> Callable[[], Awaitable[Any]]:
-        async def put() -> None:
-            await client.put(base, headers=who["platform"], json=CONFIG | quotas)
-
-        return put
-
     sent = _before_tenant_admin_writes(
         public_api,
         monkeypatch,
-        change(RAISED),
-        change({"dailyTokenBudget": 7, "turnsPerMinute": 7}),
+        _platform_write(client, who, base, RAISED),
+        _platform_write(client, who, base, {"dailyTokenBudget": 7, "turnsPerMinute": 7}),
     )
     refused = await client.put(base, headers=who["admin"], json=CONFIG | {"adn": "Nuevo."})
     _precondition_failed(refused, '"3"')

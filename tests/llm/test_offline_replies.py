@@ -12,7 +12,6 @@ from services.llm.offline.replies import (
     display,
     fill,
     intent_template,
-    localized_intent_template,
     reply_language,
     slot_prompt,
 )
@@ -82,10 +81,10 @@ def test_an_amount_beside_its_currency_is_written_as_one() -> None:
 
 def test_an_intent_template_says_which_language_it_is_written_in() -> None:
     intent = tenant_pb2.Intent(name="x", reply_template="Hola", reply_templates={"en": "Hi"})
-    assert localized_intent_template(intent, "en", "es") == ("Hi", "en")
-    assert localized_intent_template(intent, "es", "es") == ("Hola", "es")
+    assert intent_template(intent, "en", "es") == ("Hi", "en")
+    assert intent_template(intent, "es", "es") == ("Hola", "es")
     spanish_only = tenant_pb2.Intent(name="x", reply_template="Hola")
-    assert localized_intent_template(spanish_only, "en", "es") == ("Hola", "es")
+    assert intent_template(spanish_only, "en", "es") == ("Hola", "es")
 
 
 def test_a_missing_placeholder_outside_sections_leaves_nothing_to_send() -> None:
@@ -118,11 +117,11 @@ def test_intent_templates_fall_back_to_the_default_language() -> None:
     intent = tenant_pb2.Intent(
         name="x", reply_template="Hola", reply_templates={"en-GB": "Hello", "pt": ""}
     )
-    assert intent_template(intent, "es", "es") == "Hola"
-    assert intent_template(intent, "en", "es") == "Hello"
-    assert intent_template(intent, "pt", "es") == "Hola"
+    assert intent_template(intent, "es", "es")[0] == "Hola"
+    assert intent_template(intent, "en", "es")[0] == "Hello"
+    assert intent_template(intent, "pt", "es")[0] == "Hola"
     english_default = tenant_pb2.Intent(name="y", reply_templates={"en": "Hi"})
-    assert intent_template(english_default, "en", "en") == "Hi"
+    assert intent_template(english_default, "en", "en")[0] == "Hi"
 
 
 def test_slot_prompts_come_from_the_tenant_then_the_platform() -> None:

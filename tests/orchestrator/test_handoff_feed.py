@@ -33,6 +33,8 @@ from services.orchestrator.consumers.feed import SubscriberRunner, handoff_feed
 from services.orchestrator.consumers.handoff import HandoffConsumer, HandoffHub
 from services.orchestrator.consumers.handoff_context import ContextHandoffQueue
 from services.orchestrator.settings import OrchestratorSettings
+from tests.orchestrator.handoff_queue import waiting_handoffs
+from tests.orchestrator.servicebus_fakes import FakeReceiver
 from tests.support.context_service import context_service
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,38 +74,6 @@ def action(n: int, kind: str = "handoff_human", session: str = "s-feed") -> Serv
         created_at=created,
     )
     return to_service_bus_message(bus_message_from_outbox(outbox))
-
-
-class FakeReceiver:
-    """Our seam in place of the SDK's receiver: records settlements of real messages; with
-    batches, hands them out, then nothing."""
-
-    def __init__(self, batches: list[list[ServiceBusMessage]] | None = None) -> None:
-        self.batches = batches or []
-        self.settled: list[tuple[str, str]] = []
-
-    async def __aenter__(self) -> "FakeReceiver":
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
-
-    async def receive_messages(
-        self, max_message_count: int, max_wait_time: float
-    ) -> list[ServiceBusMessage]:
-        if self.batches:
-            return self.batches.pop(0)
-        await asyncio.sleep(0.01)
-        return []
-
-    async def complete_message(self, message: ServiceBusMessage) -> None:
-        self.settled.append(("complete", str(message.message_id)))
-
-    async def abandon_message(self, message: ServiceBusMessage) -> None:
-        self.settled.append(("abandon", str(message.message_id)))
-
-    async def dead_letter_message(self, message: ServiceBusMessage, **options: Any) -> None:
-        self.settled.append(("dead-letter", str(message.message_id)))
 
 
 class FakeClient:
@@ -151,21 +121,6 @@ def _feed(queue: ContextHandoffQueue, client: FakeClient | None = None) -> Subsc
     )
 
 
-async def _waiting(clients: MeshClients) -> list[str]:
-    """The event ids waiting in the context service's hand-over queue (claimed, then given
-    back)."""
-    with correlation.bound(DEMO):
-        claimed = await clients.context.ClaimHandoffs(
-            context_pb.ClaimHandoffsRequest(
-                agent_id="peek", connection_id="peek", lease_seconds=1, max_events=100
-            )
-        )
-        await clients.context.ReleaseHandoffs(
-            context_pb.ReleaseHandoffsRequest(agent_id="peek", connection_id="peek")
-        )
-    return [h.event_id for h in claimed.handoffs]
-
-
 async def test_a_message_is_completed_once_its_hand_over_is_queued_and_only_once(
     orchestrator: MeshClients,
 ) -> None:
@@ -177,7 +132,7 @@ async def test_a_message_is_completed_once_its_hand_over_is_queued_and_only_once
         for message in (handoff, action(1), ticket, action(3, "create_order"))
     ]
     assert outcomes == ["completed"] * 4, "a redelivery and another subject complete too"
-    assert await _waiting(orchestrator) == [handoff.message_id, ticket.message_id]
+    assert await waiting_handoffs(orchestrator) == [handoff.message_id, ticket.message_id]
     with correlation.bound(DEMO):
         claimed = await orchestrator.context.ClaimHandoffs(
             context_pb.ClaimHandoffsRequest(
@@ -203,7 +158,7 @@ async def test_a_context_service_that_cannot_queue_it_leaves_the_message_to_the_
         assert await feed.subscriber.settle(receiver, action(1)) == "abandoned"
     finally:
         await clients.close()
-    assert receiver.settled == [("abandon", action(1).message_id)]
+    assert receiver.settled == [("abandon", action(1).message_id, {})]
 
 
 async def test_a_hand_over_whose_session_is_gone_is_dropped(orchestrator: MeshClients) -> None:
@@ -212,7 +167,7 @@ async def test_a_hand_over_whose_session_is_gone_is_dropped(orchestrator: MeshCl
     feed = _feed(ContextHandoffQueue(orchestrator))
     receiver = FakeReceiver()
     assert await feed.subscriber.settle(receiver, action(1, session="s-erased")) == "completed"
-    assert await _waiting(orchestrator) == []
+    assert await waiting_handoffs(orchestrator) == []
 
 
 async def test_the_feed_runs_in_the_background_until_stopped(orchestrator: MeshClients) -> None:
@@ -227,8 +182,8 @@ async def test_the_feed_runs_in_the_background_until_stopped(orchestrator: MeshC
                 await asyncio.sleep(0.01)
     finally:
         await feed.stop()
-    assert [kind for kind, _ in receiver.settled] == ["complete", "complete"]
-    assert len(await _waiting(orchestrator)) == 2
+    assert [kind for kind, _, _ in receiver.settled] == ["complete", "complete"]
+    assert len(await waiting_handoffs(orchestrator)) == 2
     assert {(o["topic_name"], o["subscription_name"]) for o in client.options} == {
         ("meta-agent-actions", "handoffs")
     }

@@ -33,6 +33,7 @@ from services.orchestrator.servicer import WATCH_REGISTERED, OrchestratorService
 from services.orchestrator.settings import OrchestratorSettings
 from services.retrieval.app import build_server as build_retrieval
 from services.retrieval.settings import RetrievalSettings
+from tests.orchestrator.handoff_queue import waiting_handoffs
 from tests.support.ports import free_ports
 from tests.support.servers import orchestrator_binding, running
 
@@ -177,24 +178,9 @@ async def _drop(call: Any, reading: "asyncio.Future[Any] | None" = None) -> None
             await reading
 
 
-async def _queue_left(replicas: Replicas) -> list[str]:
-    """What a fresh connection could claim from the context service's queue now."""
-    with correlation.bound(_call("corr-peek")):
-        claimed = await replicas.orchestrator.context.ClaimHandoffs(
-            context_pb.ClaimHandoffsRequest(
-                agent_id="peek", connection_id="peek", lease_seconds=1, max_events=100
-            )
-        )
-        released = await replicas.orchestrator.context.ReleaseHandoffs(
-            context_pb.ReleaseHandoffsRequest(agent_id="peek", connection_id="peek")
-        )
-    assert released.released == len(claimed.handoffs)
-    return [h.event_id for h in claimed.handoffs]
-
-
 async def _until_left(replicas: Replicas, expected: set[str]) -> None:
     """Until the queue holds exactly `expected` waiting (a release is sent after the watch)."""
-    while set(await _queue_left(replicas)) != expected:
+    while set(await waiting_handoffs(replicas.orchestrator)) != expected:
         await asyncio.sleep(0.05)
 
 

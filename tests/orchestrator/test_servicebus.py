@@ -36,6 +36,7 @@ from services.orchestrator.bus.servicebus import (
     map_error,
     to_service_bus_message,
 )
+from tests.orchestrator.servicebus_fakes import FakeReceiver
 
 SECRET = "c2VjcmV0LWtleS1ub3QtcmVhbA=="
 CONNECTION = (
@@ -252,22 +253,6 @@ async def _ok(message: BusMessage) -> None:
     pass
 
 
-class FakeReceiver:
-    """Our seam in place of the SDK's receiver: records settlements of real messages."""
-
-    def __init__(self) -> None:
-        self.settled: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def complete_message(self, message: ServiceBusMessage) -> None:
-        self.settled.append(("complete", str(message.message_id), {}))
-
-    async def abandon_message(self, message: ServiceBusMessage) -> None:
-        self.settled.append(("abandon", str(message.message_id), {}))
-
-    async def dead_letter_message(self, message: ServiceBusMessage, **options: Any) -> None:
-        self.settled.append(("dead-letter", str(message.message_id), options))
-
-
 async def test_the_subscriber_completes_abandons_or_dead_letters_by_the_handlers_outcome() -> None:
     seen: list[BusMessage] = []
 
@@ -303,26 +288,19 @@ class ScriptedReceiver(FakeReceiver):
     """A session receiver that fails to open, or hands out its batches then nothing."""
 
     def __init__(self, step: Exception | list[list[ServiceBusMessage]]) -> None:
-        super().__init__()
-        self.step = step
+        super().__init__([] if isinstance(step, Exception) else step)
+        self.failure = step if isinstance(step, Exception) else None
 
     async def __aenter__(self) -> "ScriptedReceiver":
-        if isinstance(self.step, Exception):
-            raise self.step
+        if self.failure is not None:
+            raise self.failure
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
 
     async def receive_messages(
         self, max_message_count: int, max_wait_time: float
     ) -> list[ServiceBusMessage]:
         assert max_message_count == 1, "a session is handled one message at a time"
-        assert isinstance(self.step, list)
-        if self.step:
-            return self.step.pop(0)
-        await asyncio.sleep(0.001)
-        return []
+        return await super().receive_messages(max_message_count, max_wait_time)
 
 
 class ScriptedClient:

@@ -20,17 +20,16 @@ def _request(text: str) -> pb.ProcessRequest:
     )
 
 
-async def test_streamed_deltas_end_with_the_hand_over_notice(gateway: MeshClients) -> None:
-    """Two unclear messages escalate on the second; the model did not propose the hand-over,
-    so the turn appends the notice, and the stream shows it before the final response."""
-    with correlation.bound(correlation.CallContext(correlation_id="corr-s-1", tenant_id="demo")):
-        first = await gateway.orchestrator.Process(_request("zxqv blorp fnord"))
-    assert not first.actions
+async def _stream(
+    gateway: MeshClients, correlation_id: str, text: str
+) -> tuple[list[str], pb.ProcessResponse]:
+    """One ProcessStream call: its deltas, and the final response that ends it."""
     deltas: list[str] = []
     final: pb.ProcessResponse | None = None
-    with correlation.bound(correlation.CallContext(correlation_id="corr-s-2", tenant_id="demo")):
+    call = correlation.CallContext(correlation_id=correlation_id, tenant_id="demo")
+    with correlation.bound(call):
         async for event in gateway.orchestrator.ProcessStream(
-            pb.ProcessStreamRequest(request=_request("qwerty plugh xyzzy"))
+            pb.ProcessStreamRequest(request=_request(text))
         ):
             if event.HasField("final"):
                 final = event.final
@@ -38,6 +37,16 @@ async def test_streamed_deltas_end_with_the_hand_over_notice(gateway: MeshClient
                 assert final is None, "no delta after the final response"
                 deltas.append(event.delta)
     assert final is not None
+    return deltas, final
+
+
+async def test_streamed_deltas_end_with_the_hand_over_notice(gateway: MeshClients) -> None:
+    """Two unclear messages escalate on the second; the model did not propose the hand-over,
+    so the turn appends the notice, and the stream shows it before the final response."""
+    with correlation.bound(correlation.CallContext(correlation_id="corr-s-1", tenant_id="demo")):
+        first = await gateway.orchestrator.Process(_request("zxqv blorp fnord"))
+    assert not first.actions
+    deltas, final = await _stream(gateway, "corr-s-2", "qwerty plugh xyzzy")
     assert "handoff_human" in [a.type for a in final.actions]
     assert final.response_text.endswith(NOTICE["es"])
     assert "".join(deltas) == final.response_text
@@ -52,22 +61,8 @@ def test_only_a_continuation_of_what_was_streamed_is_added() -> None:
 
 async def test_a_replayed_stream_sends_the_stored_text_as_one_delta(gateway: MeshClients) -> None:
     """The same correlation id again: the first answer, whose deltas still add up to it."""
-    runs: list[tuple[list[str], pb.ProcessResponse | None]] = []
-    for _ in range(2):
-        deltas: list[str] = []
-        final: pb.ProcessResponse | None = None
-        call = correlation.CallContext(correlation_id="corr-s-replay", tenant_id="demo")
-        with correlation.bound(call):
-            async for event in gateway.orchestrator.ProcessStream(
-                pb.ProcessStreamRequest(request=_request("¿Qué tallas tiene la Kobe?"))
-            ):
-                if event.HasField("final"):
-                    final = event.final
-                else:
-                    deltas.append(event.delta)
-        runs.append((deltas, final))
-    (first_deltas, first), (replay_deltas, replay) = runs
-    assert first is not None and replay is not None
+    first_deltas, first = await _stream(gateway, "corr-s-replay", "¿Qué tallas tiene la Kobe?")
+    replay_deltas, replay = await _stream(gateway, "corr-s-replay", "¿Qué tallas tiene la Kobe?")
     assert replay.replayed and replay.response_text == first.response_text
     assert replay_deltas == [first.response_text]
     assert "".join(first_deltas) == first.response_text

@@ -20,22 +20,9 @@ from tests.support.inprocess_mesh import InProcessMesh
 JWT_SECRET = "public-api-" + "k" * 40
 
 
-@dataclass
-class PublicApi:
-    client: httpx.AsyncClient
-    app: FastAPI
-    settings: GatewaySettings
-
-    def headers(
-        self, tenant: str = "demo", role: str = "user", subject: str = "user-7"
-    ) -> dict[str, str]:
-        token = issue_token(self.settings, tenant_id=tenant, role=role, subject=subject, ttl=600)
-        return {"Authorization": f"Bearer {token}"}
-
-
-@asynccontextmanager
-async def public_api_over(mesh: InProcessMesh, **overrides: Any) -> AsyncIterator[PublicApi]:
-    settings = GatewaySettings(
+def gateway_settings(mesh: InProcessMesh, **overrides: Any) -> GatewaySettings:
+    """The gateway's settings for `mesh`: its state directory and addresses, `JWT_SECRET`."""
+    return GatewaySettings(
         **{
             "state_dir": mesh.settings.state_dir,
             "context_addr": mesh.settings.context_addr,
@@ -46,6 +33,31 @@ async def public_api_over(mesh: InProcessMesh, **overrides: Any) -> AsyncIterato
             **overrides,
         }
     )
+
+
+def bearer_headers(
+    settings: GatewaySettings, *, tenant: str, role: str, subject: str, ttl: int
+) -> dict[str, str]:
+    """An `Authorization` header with a token the gateway of `settings` accepts."""
+    token = issue_token(settings, tenant_id=tenant, role=role, subject=subject, ttl=ttl)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class PublicApi:
+    client: httpx.AsyncClient
+    app: FastAPI
+    settings: GatewaySettings
+
+    def headers(
+        self, tenant: str = "demo", role: str = "user", subject: str = "user-7"
+    ) -> dict[str, str]:
+        return bearer_headers(self.settings, tenant=tenant, role=role, subject=subject, ttl=600)
+
+
+@asynccontextmanager
+async def public_api_over(mesh: InProcessMesh, **overrides: Any) -> AsyncIterator[PublicApi]:
+    settings = gateway_settings(mesh, **overrides)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -12,12 +12,11 @@ from pathlib import Path
 import uvicorn
 
 from gateway.app import create_app
-from gateway.auth import issue_token
 from gateway.settings import GatewaySettings
 from services.mesh.certs import ensure_dev_pki
 from tests.support.inprocess_mesh import inprocess_mesh
 from tests.support.ports import free_port
-from tests.support.public_api import JWT_SECRET
+from tests.support.public_api import bearer_headers, gateway_settings
 
 
 @dataclass
@@ -28,8 +27,7 @@ class RunningGateway:
     def headers(
         self, tenant: str = "demo", role: str = "platform-admin", subject: str = "fuzzer"
     ) -> dict[str, str]:
-        token = issue_token(self.settings, tenant_id=tenant, role=role, subject=subject, ttl=3600)
-        return {"Authorization": f"Bearer {token}"}
+        return bearer_headers(self.settings, tenant=tenant, role=role, subject=subject, ttl=3600)
 
 
 @contextmanager
@@ -43,14 +41,7 @@ def gateway_in_thread(directory: Path, timeout: float = 60.0) -> Iterator[Runnin
 
     async def main() -> None:
         async with inprocess_mesh(state_dir, directory) as mesh:
-            settings = GatewaySettings(
-                state_dir=state_dir,
-                context_addr=mesh.settings.context_addr,
-                retrieval_addr=mesh.settings.retrieval_addr,
-                llm_addr=mesh.settings.llm_addr,
-                orchestrator_addr=mesh.settings.orchestrator_addr,
-                jwt_secret=JWT_SECRET,
-            )
+            settings = gateway_settings(mesh)
             config = uvicorn.Config(
                 create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on"
             )

@@ -215,15 +215,11 @@ def reply_language(tenant: tenant_pb2.TenantConfig, wanted: str) -> str:
     return wanted if wanted and wanted in tenant_languages(tenant) else default
 
 
-def intent_template(intent: tenant_pb2.Intent, language: str, default_language: str) -> str:
-    """The intent's reply template in `language`, else in the tenant's default language."""
-    return localized_intent_template(intent, language, default_language)[0]
-
-
-def localized_intent_template(
+def intent_template(
     intent: tenant_pb2.Intent, language: str, default_language: str
 ) -> tuple[str, str]:
-    """`intent_template` and the language it is written in (what its amounts follow)."""
+    """The intent's reply template in `language`, else in the tenant's default language; and
+    the language it is written in (what its amounts follow)."""
     if language == default_language and intent.reply_template:
         return intent.reply_template, language
     found = in_language(intent.reply_templates, language)

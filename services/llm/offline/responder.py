@@ -87,7 +87,7 @@ from services.llm.offline.replies import (
     PLACEHOLDER,
     TICKET_WITHOUT_SLOT,
     fill,
-    localized_intent_template,
+    intent_template,
     platform_text,
     reply_language,
     slot_prompt,
@@ -272,9 +272,7 @@ class OfflineResponder:
         confidence: float,
         reason: str = "",
     ) -> pb.Generation:
-        template, written_in = localized_intent_template(
-            intent, turn.language, turn.default_language
-        )
+        template, written_in = intent_template(intent, turn.language, turn.default_language)
         # only an intent that shows the product before anything is confirmed may offer the
         # best retrieved one; a follow-up takes the product the customer was shown
         known, product = self._known(

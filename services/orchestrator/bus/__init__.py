@@ -48,10 +48,12 @@ __all__ = [
     "Handler",
     "HandlerRejected",
     "Router",
+    "broker_connection",
     "bus_message_from_outbox",
     "open_action_bus",
     "redact",
     "subject_matcher",
+    "whole_numbers",
 ]
 
 CONTENT_TYPE: Final = "application/json"
@@ -118,7 +120,7 @@ def bus_message_from_outbox(message: outbox_pb2.OutboxMessage) -> BusMessage:
     body = {
         "actionId": action_id,
         "type": action_type,
-        "params": _integral(json_format.MessageToDict(action.params))
+        "params": whole_numbers(json_format.MessageToDict(action.params))
         if action.HasField("params")
         else {},
         "tenantId": message.tenant_id,
@@ -136,15 +138,15 @@ def bus_message_from_outbox(message: outbox_pb2.OutboxMessage) -> BusMessage:
     )
 
 
-def _integral(value: Any) -> Any:
+def whole_numbers(value: Any) -> Any:
     """`value` with whole floats as ints: Struct numbers are doubles, but a quantity of 2
-    should read `2`, not `2.0`, on the bus."""
+    should read `2`, not `2.0`, on the bus (and in a hand-over read back from a Struct)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
-    if isinstance(value, dict):
-        return {key: _integral(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_integral(item) for item in value]
+    if isinstance(value, Mapping):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [whole_numbers(item) for item in value]
     return value
 
 
@@ -239,9 +241,8 @@ def open_action_bus(
     Service Bus connection string (`Endpoint=sb://...`) opens the topic `topic`
     (`SERVICE_BUS_TOPIC_ACTIONS`); empty, None or `memory://` opens the in-process local bus.
     `require_broker` (production) refuses the local bus. `options` go to the adapter."""
-    raw = connection.get_secret_value() if isinstance(connection, SecretStr) else connection
-    raw = (raw or "").strip()
-    if not raw or raw == MEMORY_URL:
+    raw = broker_connection(connection)
+    if raw is None:
         if require_broker:
             raise BusMisconfigured(
                 "an action bus broker is required: set AZURE_SERVICE_BUS_CONNECTION_STRING"
@@ -261,6 +262,14 @@ def open_action_bus(
         "unrecognised action bus: expected a Service Bus connection string "
         "(Endpoint=sb://...) or memory://"
     )
+
+
+def broker_connection(connection: str | SecretStr | None) -> str | None:
+    """The broker's connection string `connection` names, or None for the in-process bus
+    (empty, None or `memory://`)."""
+    raw = connection.get_secret_value() if isinstance(connection, SecretStr) else connection
+    raw = (raw or "").strip()
+    return None if raw in ("", MEMORY_URL) else raw
 
 
 def _is_service_bus(raw: str) -> bool:

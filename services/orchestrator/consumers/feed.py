@@ -11,11 +11,9 @@ queue it.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
 from typing import TYPE_CHECKING, Any
 
+from services.orchestrator.background import BackgroundTask
 from services.orchestrator.bus import BusMisconfigured
 
 if TYPE_CHECKING:
@@ -24,43 +22,23 @@ if TYPE_CHECKING:
 
 __all__ = ["SubscriberRunner", "handoff_feed"]
 
-log = logging.getLogger(__name__)
 
-
-class SubscriberRunner:
-    """`subscriber.run` as a task: `start` (idempotent; a readiness check after the dependency
-    checks), `stop` (a cleanup, before the clients close: the message in hand is finished)."""
+class SubscriberRunner(BackgroundTask):
+    """`subscriber.run` as a background task (`BackgroundTask`: `start` after the dependency
+    checks, `stop` before the clients close: the message in hand is finished)."""
 
     def __init__(
         self, subscriber: ServiceBusSubscriber, subscription: str, *, grace: float = 10.0
     ) -> None:
+        super().__init__(
+            subscriber.run,
+            name=f"subscriber-{subscription}",
+            label="subscription feed",
+            grace=grace,
+            extra={"subscription": subscription},
+        )
         self.subscriber = subscriber
         self.subscription = subscription
-        self._grace = grace
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        self._task = asyncio.create_task(
-            self.subscriber.run(self._stop),
-            name=f"subscriber-{self.subscription}",
-            context=contextvars.Context(),
-        )
-        log.info("subscription feed started", extra={"subscription": self.subscription})
-
-    async def stop(self) -> None:
-        self._stop.set()
-        task, self._task = self._task, None
-        if task is None:
-            return
-        try:
-            await asyncio.wait_for(task, self._grace)
-        except TimeoutError:
-            log.warning("subscription feed did not stop in time; cancelled")
-        except Exception:
-            log.exception("subscription feed ended with an error")
 
 
 def handoff_feed(

@@ -37,13 +37,14 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any, Final
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from metaagent.context.v1 import context_service_pb2 as context_pb
 from metaagent.context.v1 import handoff_pb2
 
 from services.mesh import correlation
 from services.mesh.clients import MeshClients
 from services.mesh.errors import MeshError
+from services.mesh.freeform import struct_to_dict
 from services.orchestrator.consumers.handoff import StillWanted
 from services.orchestrator.consumers.handoff_event import HandoffEvent, HandoffHeldElsewhere
 
@@ -287,7 +288,7 @@ class ContextWatch:
             self._ready.put_nowait(handoff)
 
     def _event(self, handoff: handoff_pb2.QueuedHandoff) -> HandoffEvent:
-        stored = HandoffEvent.from_dict(json_format.MessageToDict(handoff.payload))
+        stored = HandoffEvent.from_dict(struct_to_dict(handoff.payload))
         return dataclasses.replace(
             stored,
             event_id=handoff.event_id,

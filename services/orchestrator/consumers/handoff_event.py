@@ -14,7 +14,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from metaagent.common.v1 import conversation_pb2
 from metaagent.orchestrator.v1 import orchestrator_service_pb2 as pb
 
-from services.orchestrator.bus import BusMessage
+from services.orchestrator.bus import BusMessage, whole_numbers
 
 __all__ = ["HANDOFF", "KINDS", "TICKET", "HandoffEvent", "HandoffHeldElsewhere"]
 
@@ -86,7 +86,7 @@ class HandoffEvent:
     def from_dict(cls, values: Mapping[str, Any]) -> HandoffEvent:
         """The event of its `as_dict` form (as the hand-over queue returns it, where numbers
         are doubles: whole ones become ints again)."""
-        plain = _integral(dict(values))
+        plain = whole_numbers(values)
         return cls(
             event_id=_text(plain.get("eventId")),
             kind=_text(plain.get("kind")),
@@ -185,17 +185,6 @@ def _text(value: Any) -> str:
 
 def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
-
-
-def _integral(value: Any) -> Any:
-    """`value` with whole floats as ints (Struct numbers are doubles)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    if isinstance(value, Mapping):
-        return {key: _integral(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_integral(item) for item in value]
-    return value
 
 
 def _struct(value: Mapping[str, Any]) -> struct_pb2.Struct:
